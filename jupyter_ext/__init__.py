@@ -1,0 +1,1 @@
+"""Jupyter server extension and JupyterLab sidebar; they land with the JupyterLab extension."""

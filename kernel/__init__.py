@@ -1,0 +1,1 @@
+"""IPython magics (``%load_ext servelab``); the notebook surface lands here."""

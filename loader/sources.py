@@ -1,0 +1,319 @@
+"""Byte sources: ranged reads straight into caller-owned buffers, one implementation per transport.
+
+Local files use ``preadv`` and HTTP(S) a keep-alive connection per thread that ``readinto``s the
+response body; S3 becomes HTTP through a presigned URL. Both keep Python out of the per-byte path
+(no intermediate bytes objects). Any other fsspec filesystem is read with ``cat_file`` and one copy.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import ssl
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from servelab.errors import CheckpointNotFoundError, SourceReadError
+from servelab.loader.retry import RetryPolicy, TransientReadError, call_with_retries
+
+Buffers = Sequence[memoryview]
+IOV_MAX = 1024  # the kernel's limit on buffers per preadv call
+HTTP_TIMEOUT_S = 60.0
+PRESIGN_EXPIRY_S = 6 * 3600
+
+
+class ByteSource(ABC):
+    """A file of known ``size`` whose byte ranges can be read into buffers, from any thread."""
+
+    def __init__(self, uri: str, policy: RetryPolicy) -> None:
+        self.uri = uri
+        self.size = 0
+        self._policy = policy
+        self._head = b""
+
+    def open(self, head_bytes: int) -> bytes:
+        """Learn the size and return the first ``head_bytes`` (fewer if the file is shorter)."""
+        self._head = call_with_retries(lambda: self._open(head_bytes), self._policy, self.uri)
+        return self._head
+
+    def read_into(self, offset: int, buffers: Buffers) -> None:
+        """Fill ``buffers`` with consecutive bytes starting at ``offset``, retrying transient errors."""
+        length = sum(len(b) for b in buffers)
+        if offset + length <= len(self._head):
+            for buffer in buffers:
+                buffer[:] = self._head[offset : offset + len(buffer)]
+                offset += len(buffer)
+            return
+        if offset + length > self.size:
+            raise SourceReadError(f"{self.uri}: read of bytes {offset}..{offset + length} is past the end ({self.size}).")
+        call_with_retries(lambda: self._read_into(offset, buffers, length), self._policy, self.uri)
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Read ``length`` bytes at ``offset`` into a new bytes object (for small reads: headers, indexes)."""
+        buffer = bytearray(length)
+        self.read_into(offset, [memoryview(buffer)])
+        return bytes(buffer)
+
+    def close(self) -> None:
+        """Release connections or file handles; idempotent."""
+
+    @abstractmethod
+    def _open(self, head_bytes: int) -> bytes: ...
+
+    @abstractmethod
+    def _read_into(self, offset: int, buffers: Buffers, length: int) -> None: ...
+
+
+class LocalFileSource(ByteSource):
+    """A local file read with ``preadv``, which releases the GIL and copies page cache to buffer once."""
+
+    def __init__(self, path: str, uri: str, policy: RetryPolicy) -> None:
+        super().__init__(uri, policy)
+        self._path = path
+        self._fd = -1
+
+    def _open(self, head_bytes: int) -> bytes:
+        try:
+            self._fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise CheckpointNotFoundError(f"{self.uri}: no such file. Check the path.") from None
+        except IsADirectoryError:
+            raise CheckpointNotFoundError(
+                f"{self.uri}: is a directory; give the .safetensors file or the model.safetensors.index.json."
+            ) from None
+        except PermissionError:
+            raise SourceReadError(f"{self.uri}: permission denied; make the file readable.") from None
+        self.size = os.fstat(self._fd).st_size
+        os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        return os.pread(self._fd, min(head_bytes, self.size), 0)
+
+    def _read_into(self, offset: int, buffers: Buffers, length: int) -> None:
+        pending = list(buffers)
+        while pending:
+            done = os.preadv(self._fd, pending[:IOV_MAX], offset)
+            if done == 0:
+                raise SourceReadError(f"{self.uri}: file ended at byte {offset}; it shrank while being read.")
+            offset += done
+            pending = _advance(pending, done)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class HTTPSource(ByteSource):
+    """An HTTP(S) URL read with Range requests over one keep-alive connection per thread."""
+
+    def __init__(self, url: str, uri: str, policy: RetryPolicy, headers: dict[str, str] | None = None) -> None:
+        super().__init__(uri, policy)
+        parts = urlsplit(url)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port
+        self._target = parts.path + (f"?{parts.query}" if parts.query else "")
+        self._headers = dict(headers or {})
+        self._local = threading.local()
+        self._connections: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    def _open(self, head_bytes: int) -> bytes:
+        response = self._get(0, max(head_bytes, 1))
+        if response.status == 416:  # an empty file has no byte 0
+            response.read()
+            return b""
+        total = _total_from_content_range(response.getheader("Content-Range"))
+        if response.status == 200:
+            total = int(response.getheader("Content-Length") or -1)
+            if total > head_bytes or total < 0:
+                self._drop_connection()
+                raise SourceReadError(
+                    f"{self.uri}: the server ignored the HTTP Range header. servelab reads byte ranges; "
+                    "serve the file from a server with range support (nginx, S3, most static servers)."
+                )
+        if total < 0:
+            self._drop_connection()
+            raise SourceReadError(f"{self.uri}: the server did not report the file size (Content-Range).")
+        self.size = total
+        return self._read_body(response, min(head_bytes, total))
+
+    def _read_into(self, offset: int, buffers: Buffers, length: int) -> None:
+        response = self._get(offset, length)
+        if response.status != 206:
+            self._drop_connection()
+            raise SourceReadError(f"{self.uri}: expected a 206 partial response to a Range request, got {response.status}.")
+        try:
+            for buffer in buffers:
+                _readinto_exactly(response, buffer)
+        except (OSError, http.client.HTTPException) as exc:
+            self._drop_connection()
+            raise TransientReadError(f"connection broke mid-read ({exc!r})") from exc
+        if response.read(1):
+            self._drop_connection()
+
+    def _get(self, offset: int, length: int) -> http.client.HTTPResponse:
+        headers = {**self._headers, "Range": f"bytes={offset}-{offset + length - 1}"}
+        try:
+            connection = self._connection()
+            connection.request("GET", self._target, headers=headers)
+            response = connection.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            self._drop_connection()
+            raise TransientReadError(f"request failed ({exc!r})") from exc
+        if response.status in (200, 206, 416):
+            return response
+        body = response.read(512)
+        self._drop_connection()
+        if response.status == 404:
+            raise CheckpointNotFoundError(f"{self.uri}: not found (HTTP 404). Check the URI.")
+        if response.status in (401, 403):
+            raise SourceReadError(
+                f"{self.uri}: access denied (HTTP {response.status}). Check credentials in storage_options."
+            )
+        if response.status == 429 or response.status >= 500:
+            raise TransientReadError(f"HTTP {response.status} {response.reason}")
+        raise SourceReadError(f"{self.uri}: HTTP {response.status} {response.reason}: {body[:200]!r}")
+
+    def _read_body(self, response: http.client.HTTPResponse, length: int) -> bytes:
+        buffer = bytearray(length)
+        try:
+            _readinto_exactly(response, memoryview(buffer))
+        except (OSError, http.client.HTTPException) as exc:
+            self._drop_connection()
+            raise TransientReadError(f"connection broke mid-read ({exc!r})") from exc
+        if response.read(1):  # unread body left: this connection cannot be reused
+            self._drop_connection()
+        return bytes(buffer)
+
+    def _connection(self) -> http.client.HTTPConnection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            if self._https:
+                connection = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=HTTP_TIMEOUT_S, context=ssl.create_default_context()
+                )
+            else:
+                connection = http.client.HTTPConnection(self._host, self._port, timeout=HTTP_TIMEOUT_S)
+            connection.connect()
+            connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._local.connection = connection
+            with self._lock:
+                self._connections.append(connection)
+        return connection
+
+    def _drop_connection(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
+
+    def close(self) -> None:
+        with self._lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+
+
+class FsspecSource(ByteSource):
+    """Any fsspec filesystem, read with ``cat_file`` ranges and copied into the buffers once."""
+
+    def __init__(self, fs: Any, path: str, uri: str, policy: RetryPolicy) -> None:
+        super().__init__(uri, policy)
+        self._fs = fs
+        self._path = path
+
+    def _open(self, head_bytes: int) -> bytes:
+        self.size = self._call(lambda: self._fs.size(self._path))
+        return self._cat(0, min(head_bytes, self.size))
+
+    def _read_into(self, offset: int, buffers: Buffers, length: int) -> None:
+        data = memoryview(self._cat(offset, length))
+        for buffer in buffers:
+            buffer[:] = data[: len(buffer)]
+            data = data[len(buffer) :]
+
+    def _cat(self, offset: int, length: int) -> bytes:
+        data = self._call(lambda: self._fs.cat_file(self._path, start=offset, end=offset + length))
+        if len(data) != length:
+            raise TransientReadError(f"asked for {length} bytes at {offset}, got {len(data)}")
+        return data
+
+    def _call(self, fn: Any) -> Any:
+        try:
+            return fn()
+        except FileNotFoundError:
+            raise CheckpointNotFoundError(f"{self.uri}: not found. Check the URI.") from None
+        except PermissionError as exc:
+            raise SourceReadError(f"{self.uri}: access denied ({exc}). Check credentials in storage_options.") from None
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            raise TransientReadError(repr(exc)) from exc
+
+
+def open_source(
+    uri: str,
+    storage_options: dict[str, Any] | None = None,
+    policy: RetryPolicy | None = None,
+    head_bytes: int = 1 << 20,
+) -> tuple[ByteSource, bytes]:
+    """Open ``uri`` with the fastest source its filesystem allows; return it and its first bytes."""
+    source = _make_source(uri, dict(storage_options or {}), policy or RetryPolicy())
+    try:
+        head = source.open(head_bytes)
+    except BaseException:
+        source.close()
+        raise
+    return source, head
+
+
+def _make_source(uri: str, options: dict[str, Any], policy: RetryPolicy) -> ByteSource:
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(uri, **options)
+    except (ImportError, ValueError) as exc:
+        raise SourceReadError(f"{uri}: cannot open this URI ({exc}).") from None
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    if "file" in protocols:
+        return LocalFileSource(path, uri, policy)
+    if protocols & {"http", "https"}:
+        return HTTPSource(path, uri, policy, headers=options.get("headers"))
+    if protocols & {"s3", "s3a"}:
+        url = _presigned_url(fs, path)
+        if url is not None:
+            return HTTPSource(url, uri, policy)
+    return FsspecSource(fs, path, uri, policy)
+
+
+def _presigned_url(fs: Any, path: str) -> str | None:
+    """A presigned GET URL for an S3 object, so it streams over plain HTTP; None when unsignable."""
+    try:
+        return fs.sign(path, expiration=PRESIGN_EXPIRY_S)
+    except Exception:  # anonymous access, exotic auth: fall back to fsspec reads
+        return None
+
+
+def _total_from_content_range(value: str | None) -> int:
+    if not value or "/" not in value or value.endswith("/*"):
+        return -1
+    return int(value.rsplit("/", 1)[1])
+
+
+def _readinto_exactly(response: http.client.HTTPResponse, buffer: memoryview) -> None:
+    while len(buffer):
+        got = response.readinto(buffer)
+        if not got:
+            raise http.client.IncompleteRead(b"", len(buffer))
+        buffer = buffer[got:]
+
+
+def _advance(buffers: list[memoryview], done: int) -> list[memoryview]:
+    """The buffers left to fill after ``done`` bytes went into the front of ``buffers``."""
+    for i, buffer in enumerate(buffers):
+        if done < len(buffer):
+            return [buffer[done:], *buffers[i + 1 :]]
+        done -= len(buffer)
+    return []

@@ -1,0 +1,26 @@
+"""servelab: Ray Serve from JupyterLab, with fast weight streaming and zero-downtime replica compaction.
+
+The front door: the error hierarchy and the version. The capabilities live in subpackages:
+``servelab.loader`` streams safetensors weights from any fsspec URI.
+"""
+
+from servelab.errors import (
+    CheckpointFormatError,
+    CheckpointNotFoundError,
+    DeviceError,
+    LoaderError,
+    ServelabError,
+    SourceReadError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointFormatError",
+    "CheckpointNotFoundError",
+    "DeviceError",
+    "LoaderError",
+    "ServelabError",
+    "SourceReadError",
+    "__version__",
+]

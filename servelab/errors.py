@@ -1,0 +1,27 @@
+"""The one exception hierarchy of servelab: every message says what went wrong and what to do."""
+
+from __future__ import annotations
+
+
+class ServelabError(Exception):
+    """Base of every error servelab raises on purpose."""
+
+
+class LoaderError(ServelabError):
+    """Weights could not be streamed; nothing partial was returned."""
+
+
+class CheckpointFormatError(LoaderError):
+    """The bytes are not a valid safetensors checkpoint (corrupt header, bad offsets, unknown dtype...)."""
+
+
+class CheckpointNotFoundError(LoaderError):
+    """A checkpoint file or shard does not exist at the given URI."""
+
+
+class SourceReadError(LoaderError):
+    """Reading from storage failed, after the bounded retries for transient errors."""
+
+
+class DeviceError(ServelabError):
+    """The requested device cannot be used on this machine."""

@@ -1,0 +1,1 @@
+"""Clusters, deployments, snapshots, fragmentation and compaction (the serving core lands here)."""

@@ -1,0 +1,1 @@
+"""Live ipywidgets and plotly views of the cluster; they land with the notebook surface."""
