@@ -11,6 +11,7 @@ import http.client
 import os
 import socket
 import ssl
+import stat
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -81,13 +82,14 @@ class LocalFileSource(ByteSource):
             self._fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise CheckpointNotFoundError(f"{self.uri}: no such file. Check the path.") from None
-        except IsADirectoryError:
-            raise CheckpointNotFoundError(
-                f"{self.uri}: is a directory; give the .safetensors file or the model.safetensors.index.json."
-            ) from None
         except PermissionError:
             raise SourceReadError(f"{self.uri}: permission denied; make the file readable.") from None
-        self.size = os.fstat(self._fd).st_size
+        status = os.fstat(self._fd)
+        if stat.S_ISDIR(status.st_mode):
+            raise CheckpointNotFoundError(
+                f"{self.uri}: is a directory; give the .safetensors file or the model.safetensors.index.json."
+            )
+        self.size = status.st_size
         os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         return os.pread(self._fd, min(head_bytes, self.size), 0)
 

@@ -1,0 +1,96 @@
+"""Checkpoints for the loader tests, served from every kind of source: file, HTTP, S3 and memory."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import fsspec
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from servelab.loader.format import DTYPES
+from servelab.testing import NginxServer, SeaweedS3Server
+
+SOURCES = ["file", "http", "s3", "memory"]
+
+
+def every_dtype_tensors() -> dict[str, torch.Tensor]:
+    """A tensor of random bits for every safetensors dtype, plus empty tensors and scalars."""
+    generator = torch.Generator().manual_seed(7)
+    tensors: dict[str, torch.Tensor] = {}
+    for code, dtype in DTYPES.items():
+        torch_dtype = getattr(torch, dtype.torch_name)
+        itemsize = torch.empty((), dtype=torch_dtype).element_size()
+        bits = torch.randint(0, 256, (3 * 5 * itemsize,), dtype=torch.uint8, generator=generator)
+        if torch_dtype is torch.bool:
+            bits = bits % 2
+        tensors[f"{code}.matrix"] = bits.view(torch_dtype).reshape(3, 5)
+        tensors[f"{code}.empty"] = torch.empty(0, 4, dtype=torch_dtype)
+    tensors["F32.scalar"] = torch.tensor(1.5)
+    tensors["I64.scalar"] = torch.tensor(-3)
+    tensors["BF16.odd"] = torch.randn(7, generator=generator).to(torch.bfloat16)  # misaligns what follows
+    return tensors
+
+
+def save_pretrained_checkpoint(directory: Path) -> Path:
+    """A tiny Llama saved by transformers' ``save_pretrained``, sharded; returns its index."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        hidden_size=64, intermediate_size=128, num_attention_heads=2, num_key_value_heads=2,
+        num_hidden_layers=2, vocab_size=1024,
+    )  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(directory, max_shard_size="100KB")
+    return directory / "model.safetensors.index.json"
+
+
+@pytest.fixture(scope="session")
+def checkpoints(served_dir: Path) -> Path:
+    """``dtypes/model.safetensors`` and the sharded ``llama/`` checkpoint, inside the served directory."""
+    (served_dir / "dtypes").mkdir()
+    save_file(every_dtype_tensors(), served_dir / "dtypes" / "model.safetensors")
+    save_pretrained_checkpoint(served_dir / "llama")
+    return served_dir
+
+
+@pytest.fixture(scope="session")
+def uploaded(checkpoints: Path, s3: SeaweedS3Server) -> Path:
+    """The checkpoints, also in S3 and in fsspec's memory filesystem under the same paths."""
+    memory = fsspec.filesystem("memory")
+    for path in checkpoints.rglob("*"):
+        if path.is_file():
+            key = path.relative_to(checkpoints).as_posix()
+            s3.upload(path, key)
+            memory.pipe(f"/servelab-tests/{key}", path.read_bytes())
+    return checkpoints
+
+
+UriFor = Callable[[str, str], tuple[str, dict]]
+
+
+@pytest.fixture(scope="session")
+def uri_for(uploaded: Path, nginx: NginxServer, s3: SeaweedS3Server) -> UriFor:
+    """``uri_for(source, relative_path)`` -> (uri, storage_options) for that checkpoint file."""
+
+    def uri(source: str, relative: str) -> tuple[str, dict]:
+        return {
+            "file": (f"file://{uploaded / relative}", {}),
+            "http": (nginx.url(relative), {}),
+            "s3": (f"s3://{s3.bucket}/{relative}", s3.storage_options),
+            "memory": (f"memory://servelab-tests/{relative}", {}),
+        }[source]
+
+    return uri
+
+
+@pytest.fixture
+def scratch(served_dir: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A fresh folder inside the served directory, for checkpoints a test breaks on purpose."""
+    folder = served_dir / "scratch" / request.node.name.replace("[", "_").replace("]", "")
+    folder.mkdir(parents=True)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
