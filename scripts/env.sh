@@ -1,0 +1,36 @@
+# Sourced by the set-up commands: create or reuse .venv and install what the given extras need.
+# Usage: source scripts/env.sh [EXTRAS]   (EXTRAS e.g. "dev"; empty for the runtime only)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+EXTRAS="${1:-}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+fi
+# Reinstall only when the requirements changed: the stamp is the hash of pyproject.toml and the extras.
+STAMP="$VENV/.servelab-installed"
+WANT="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)-$EXTRAS"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+    SPEC="$ROOT"
+    [ -n "$EXTRAS" ] && SPEC="$ROOT[$EXTRAS]"
+    # torch is pinned to the CPU build of 2.13.0 first: a looser request pulls several GB of CUDA wheels.
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "is ignored" || true
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$SPEC" 2>&1 | grep -v "is ignored" || true
+    "$VENV/bin/python" -c "import servelab.loader" # fail here, loudly, if the install did not work
+    echo "$WANT" > "$STAMP"
+fi
+
+# nginx serves HTTP checkpoints in the tests and benchmarks (Debian's nginx-light).
+need_nginx() {
+    if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+        if [ "$(id -u)" = 0 ]; then
+            (apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx-light) >/dev/null
+        else
+            echo "nginx is missing: run 'sudo apt-get install -y nginx-light'" >&2
+            return 1
+        fi
+    fi
+}
+PY="$VENV/bin/python"
+export PATH="$VENV/bin:$PATH"
