@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from servelab.errors import CheckpointNotFoundError, SourceReadError
 from servelab.loader.retry import RetryPolicy, TransientReadError, call_with_retries
+from servelab.loader.s3presign import credentials_from, presign_get
 
 Buffers = Sequence[memoryview]
 IOV_MAX = 1024  # the kernel's limit on buffers per preadv call
@@ -272,6 +273,13 @@ def open_source(
 
 
 def _make_source(uri: str, options: dict[str, Any], policy: RetryPolicy) -> ByteSource:
+    scheme, _, rest = uri.partition("://")
+    if scheme in ("s3", "s3a") and "/" in rest:
+        credentials = credentials_from(options)
+        if credentials is not None:  # plain key and secret: sign here, skip s3fs's start-up cost
+            bucket, key = rest.split("/", 1)
+            return HTTPSource(presign_get(bucket, key, credentials, PRESIGN_EXPIRY_S), uri, policy)
+
     import fsspec
 
     try:
@@ -291,7 +299,7 @@ def _make_source(uri: str, options: dict[str, Any], policy: RetryPolicy) -> Byte
 
 
 def _presigned_url(fs: Any, path: str) -> str | None:
-    """A presigned GET URL for an S3 object, so it streams over plain HTTP; None when unsignable."""
+    """A presigned GET URL from s3fs (any credential chain it knows); None when unsignable."""
     try:
         return fs.sign(path, expiration=PRESIGN_EXPIRY_S)
     except Exception:  # anonymous access, exotic auth: fall back to fsspec reads

@@ -90,6 +90,12 @@ def test_include_by_names_reads_only_their_shards(uri_for: UriFor, checkpoints: 
     assert events[-1].bytes_total == sum(expected[name].nbytes for name in wanted)
 
 
+def test_s3_through_s3fs_when_options_need_it(uri_for: UriFor, checkpoints: Path) -> None:
+    uri, options = uri_for("s3", "dtypes/model.safetensors")
+    got = load(uri, storage_options={**options, "use_ssl": False})  # an s3fs option: s3fs signs
+    assert_identical(got, load_file(checkpoints / "dtypes" / "model.safetensors"))
+
+
 def test_include_by_predicate(uri_for: UriFor, checkpoints: Path) -> None:
     expected = load_shards(checkpoints / "llama" / "model.safetensors.index.json")
     uri, options = uri_for("s3", "llama/model.safetensors.index.json")

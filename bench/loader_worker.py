@@ -1,0 +1,119 @@
+"""One timed load in a fresh process, for ``bench.loader``: prints a JSON line with its measurements.
+
+Each method ends with every tensor resident in memory (one read per page), so lazy loaders
+(``load_file`` maps the file) are charged for the bytes they have not read yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PAGE = 4096
+
+
+def main() -> None:
+    case = json.loads(sys.argv[1])
+    run = {"servelab": servelab, "load_file": load_file, "download_load": download_load, "runai": runai}[case["method"]]
+    base_rss = _current_rss_mb()
+    cpu0, start = _cpu(), time.perf_counter()
+    first = None
+    nbytes = 0
+    for tensor in run(case):
+        _touch(tensor)
+        first = first or time.perf_counter() - start
+        nbytes += tensor.nbytes
+    seconds = time.perf_counter() - start
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "first_tensor_s": first,
+                "cpu_s": _cpu() - cpu0,
+                "bytes": nbytes,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "base_rss_mb": base_rss,
+            }
+        )
+    )
+
+
+def servelab(case: dict[str, Any]) -> Iterator[torch.Tensor]:
+    from servelab.loader import stream
+
+    options = case.get("options", {})
+    for _name, tensor in stream(case["uri"], storage_options=case.get("storage_options"), progress=False, **options):
+        yield tensor
+
+
+def load_file(case: dict[str, Any]) -> Iterator[torch.Tensor]:
+    from safetensors.torch import load_file as safetensors_load_file
+
+    for path in case["files"]:
+        yield from safetensors_load_file(path).values()
+
+
+def download_load(case: dict[str, Any]) -> Iterator[torch.Tensor]:
+    """What users do today: download each file to local disk, then ``safetensors.torch.load_file``."""
+    from safetensors.torch import load_file as safetensors_load_file
+
+    with tempfile.TemporaryDirectory(dir=case["scratch"]) as scratch:
+        for number, url in enumerate(case["files"]):
+            local = Path(scratch) / f"{number}.safetensors"
+            if url.startswith("s3://"):
+                _s3_client(case["s3"]).download_file(*url[5:].split("/", 1), str(local))
+            else:
+                with urllib.request.urlopen(url) as response, open(local, "wb") as out:
+                    shutil.copyfileobj(response, out, 1 << 20)
+            yield from safetensors_load_file(local).values()
+
+
+def runai(case: dict[str, Any]) -> Iterator[torch.Tensor]:
+    from runai_model_streamer import SafetensorsStreamer
+
+    with SafetensorsStreamer() as streamer:
+        streamer.stream_files(case["files"])
+        for _name, tensor in streamer.get_tensors():
+            yield tensor
+
+
+def _s3_client(s3: dict[str, str]) -> Any:
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=s3["endpoint"],
+        aws_access_key_id=s3["key"],
+        aws_secret_access_key=s3["secret"],
+        region_name="us-east-1",
+    )
+
+
+def _touch(tensor: torch.Tensor) -> None:
+    if tensor.numel():
+        tensor.reshape(-1).view(torch.uint8)[::PAGE].sum()
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _current_rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+if __name__ == "__main__":
+    main()
