@@ -12,6 +12,7 @@ defaults, and tuned for two cores). The last line holds the paired ratios the ta
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -84,8 +85,9 @@ def run_command(argv: list[str], nbytes: int) -> Measurement:
     return Measurement(seconds, usage.ru_utime + usage.ru_stime, nbytes)
 
 
-def run_worker(case: dict[str, Any], env: dict[str, str] | None = None) -> Measurement:
+def run_worker(case: dict[str, Any], nbytes: int, env: dict[str, str] | None = None) -> Measurement:
     """Run one load in a fresh Python process (bench.loader_worker) and read its measurements."""
+    case = {**case, "prime_bytes": nbytes + nbytes // 8 + (256 << 20)}
     out = subprocess.run(
         [sys.executable, "-m", "bench.loader_worker", json.dumps(case)],
         env={**os.environ, **(env or {})},
@@ -121,30 +123,30 @@ def make_cases(checkpoints: list[Checkpoint], sources: list[str], web: NginxServ
         paths = [str(DATA / f) for f in ck.files]
         local = str(DATA / ck.uri_path)
 
-        def add(source: str, method: str, run: Callable[[], Measurement]) -> None:
-            cases.append(Case(source, ck, method, run))
+        def add(source: str, method: str, run: Callable[..., Measurement], ck: Checkpoint = ck) -> None:
+            cases.append(Case(source, ck, method, functools.partial(run, ck.nbytes)))
 
         if "local-cold" in sources:
             dd = ["sh", "-c", 'for f; do dd if="$f" of=/dev/null bs=16M iflag=direct status=none; done', "dd", *paths]
-            add("local-cold", "raw: dd O_DIRECT", lambda dd=dd, n=ck.nbytes: run_command(dd, n))
-            add("local-cold", "servelab load()", lambda u=local: run_worker({"method": "servelab", "uri": u}))
-            add("local-cold", "safetensors load_file", lambda p=paths: run_worker({"method": "load_file", "files": p}))
-            add("local-cold", "runai (defaults)", lambda p=paths: run_worker({"method": "runai", "files": p}))
-            add("local-cold", "runai (tuned: concurrency 2)", lambda p=paths: run_worker({"method": "runai", "files": p}, RUNAI_TUNED))
+            add("local-cold", "raw: dd O_DIRECT", lambda n, dd=dd: run_command(dd, n))
+            add("local-cold", "servelab load()", lambda n, u=local: run_worker({"method": "servelab", "uri": u}, n))
+            add("local-cold", "safetensors load_file", lambda n, p=paths: run_worker({"method": "load_file", "files": p}, n))
+            add("local-cold", "runai (defaults)", lambda n, p=paths: run_worker({"method": "runai", "files": p}, n))
+            add("local-cold", "runai (tuned: concurrency 2)", lambda n, p=paths: run_worker({"method": "runai", "files": p}, n, RUNAI_TUNED))
         if "local-warm" in sources:
             dd = ["sh", "-c", 'for f; do dd if="$f" of=/dev/null bs=16M status=none; done', "dd", *paths]
             tuned = {**RUNAI_TUNED, "RUNAI_STREAMER_FS_STRATEGY": "sync_buffered"}
-            add("local-warm", "raw: dd buffered", lambda dd=dd, n=ck.nbytes: run_command(dd, n))
-            add("local-warm", "servelab load()", lambda u=local: run_worker({"method": "servelab", "uri": u}))
-            add("local-warm", "safetensors load_file", lambda p=paths: run_worker({"method": "load_file", "files": p}))
-            add("local-warm", "runai (defaults)", lambda p=paths: run_worker({"method": "runai", "files": p}))
-            add("local-warm", "runai (tuned: concurrency 2, sync_buffered)", lambda p=paths, t=tuned: run_worker({"method": "runai", "files": p}, t))
+            add("local-warm", "raw: dd buffered", lambda n, dd=dd: run_command(dd, n))
+            add("local-warm", "servelab load()", lambda n, u=local: run_worker({"method": "servelab", "uri": u}, n))
+            add("local-warm", "safetensors load_file", lambda n, p=paths: run_worker({"method": "load_file", "files": p}, n))
+            add("local-warm", "runai (defaults)", lambda n, p=paths: run_worker({"method": "runai", "files": p}, n))
+            add("local-warm", "runai (tuned: concurrency 2, sync_buffered)", lambda n, p=paths, t=tuned: run_worker({"method": "runai", "files": p}, n, t))
         if "http" in sources and web is not None:
             urls = [web.url(f) for f in ck.files]
             curl = ["curl", "-sf", *[a for u in urls for a in (u, "-o", "/dev/null")]]
-            add("http", "raw: curl", lambda c=curl, n=ck.nbytes: run_command(c, n))
-            add("http", "servelab load()", lambda u=web.url(ck.uri_path): run_worker({"method": "servelab", "uri": u}))
-            add("http", "download, then load_file", lambda u=urls: run_worker({"method": "download_load", "files": u, "scratch": scratch}))
+            add("http", "raw: curl", lambda n, c=curl: run_command(c, n))
+            add("http", "servelab load()", lambda n, u=web.url(ck.uri_path): run_worker({"method": "servelab", "uri": u}, n))
+            add("http", "download, then load_file", lambda n, u=urls: run_worker({"method": "download_load", "files": u, "scratch": scratch}, n))
         if "s3" in sources and s3 is not None:
             creds = credentials_from(s3.storage_options)
             assert creds is not None
@@ -157,11 +159,11 @@ def make_cases(checkpoints: list[Checkpoint], sources: list[str], web: NginxServ
                 "AWS_REGION": "us-east-1", "RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING": "0", "AWS_EC2_METADATA_DISABLED": "true",
             }  # fmt: skip
             uri = f"s3://{s3.bucket}/{ck.uri_path}"
-            add("s3", "raw: curl (presigned)", lambda c=curl, n=ck.nbytes: run_command(c, n))
-            add("s3", "servelab load()", lambda u=uri: run_worker({"method": "servelab", "uri": u, "storage_options": s3.storage_options}))
-            add("s3", "boto3 download_file, then load_file", lambda u=s3_uris, i=info: run_worker({"method": "download_load", "files": u, "s3": i, "scratch": scratch}))
-            add("s3", "runai (defaults)", lambda u=s3_uris, e=env: run_worker({"method": "runai", "files": u}, e))
-            add("s3", "runai (tuned: concurrency 2)", lambda u=s3_uris, e=env: run_worker({"method": "runai", "files": u}, {**e, **RUNAI_TUNED}))
+            add("s3", "raw: curl (presigned)", lambda n, c=curl: run_command(c, n))
+            add("s3", "servelab load()", lambda n, u=uri: run_worker({"method": "servelab", "uri": u, "storage_options": s3.storage_options}, n))
+            add("s3", "boto3 download_file, then load_file", lambda n, u=s3_uris, i=info: run_worker({"method": "download_load", "files": u, "s3": i, "scratch": scratch}, n))
+            add("s3", "runai (defaults)", lambda n, u=s3_uris, e=env: run_worker({"method": "runai", "files": u}, n, e))
+            add("s3", "runai (tuned: concurrency 2)", lambda n, u=s3_uris, e=env: run_worker({"method": "runai", "files": u}, n, {**e, **RUNAI_TUNED}))
     return cases
 
 

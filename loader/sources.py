@@ -7,7 +7,6 @@ response body; S3 becomes HTTP through a presigned URL. Both keep Python out of 
 
 from __future__ import annotations
 
-import errno
 import http.client
 import mmap
 import os
@@ -21,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from servelab.errors import CheckpointNotFoundError, SourceReadError
+from servelab.loader.pagecache import PageCacheProbe
 from servelab.loader.retry import RetryPolicy, TransientReadError, call_with_retries
 from servelab.loader.s3presign import credentials_from, presign_get
 
@@ -75,11 +75,11 @@ class ByteSource(ABC):
 
 
 class LocalFileSource(ByteSource):
-    """A local file: page-cache hits are copied straight into the buffers, misses read with O_DIRECT.
+    """A local file: cached ranges are copied from the page cache, uncached ones read with O_DIRECT.
 
-    Each read first takes what the page cache already holds (``preadv`` with ``RWF_NOWAIT``, into the
-    destination, no extra copy); the rest bypasses the cache with O_DIRECT into a per-thread aligned
-    bounce buffer and one memcpy, which is faster and cheaper than filling the page cache on the way.
+    Cached chunks go straight into the destination with ``preadv``. Uncached ones bypass the page
+    cache with O_DIRECT into a per-thread aligned bounce buffer and one memcpy: the disk's full speed,
+    without first filling the page cache, at about a third of the CPU of a buffered read.
     """
 
     def __init__(self, path: str, uri: str, policy: RetryPolicy) -> None:
@@ -87,6 +87,7 @@ class LocalFileSource(ByteSource):
         self._path = path
         self._fd = -1
         self._direct_fd = -1
+        self._probe: PageCacheProbe | None = None
 
     def _open(self, head_bytes: int) -> bytes:
         try:
@@ -101,40 +102,32 @@ class LocalFileSource(ByteSource):
                 f"{self.uri}: is a directory; give the .safetensors file or the model.safetensors.index.json."
             )
         self.size = status.st_size
-        try:
-            self._direct_fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECT)
-        except OSError:  # tmpfs and some network filesystems refuse O_DIRECT: stay buffered
-            os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        if self.size:
+            try:
+                self._direct_fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECT)
+                self._probe = PageCacheProbe(self._fd, self.size)
+                # No readahead on the buffered descriptor: it would pull the next uncached chunk into
+                # the page cache, the probe would then say "cached", and buffered reads would chain.
+                os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_RANDOM)
+            except OSError:  # tmpfs and some network filesystems refuse O_DIRECT: stay buffered
+                self._close_direct()
+                os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         return os.pread(self._fd, min(head_bytes, self.size), 0)
 
     def _read_into(self, offset: int, buffers: Buffers, length: int) -> None:
+        if self._probe is not None and not self._probe.cached(offset, length):
+            self._read_direct(offset, list(buffers))
+            return
         pending = list(buffers)
-        if self._direct_fd >= 0:
-            cached = self._preadv(self._fd, pending, offset, os.RWF_NOWAIT)
-            offset += cached
-            pending = _advance(pending, cached)
-            if pending:
-                self._read_direct(offset, pending)
-        elif self._preadv(self._fd, pending, offset) < length:
-            raise SourceReadError(f"{self.uri}: file ended before byte {offset + length}; it shrank while being read.")
-
-    def _preadv(self, fd: int, buffers: list[memoryview], offset: int, flags: int = 0) -> int:
-        """Read until the buffers are full, the file ends, or (with RWF_NOWAIT) the page cache misses."""
-        done = 0
-        while buffers:
+        while pending:
             try:
-                got = os.preadv(fd, buffers[:IOV_MAX], offset + done, flags)
-            except BlockingIOError:
-                return done
+                done = os.preadv(self._fd, pending[:IOV_MAX], offset)
             except OSError as exc:
-                if flags and exc.errno == errno.EOPNOTSUPP:  # no RWF_NOWAIT here: read the rest directly
-                    return done
                 raise TransientReadError(f"read failed ({exc!r})") from exc
-            if got == 0:
-                return done
-            done += got
-            buffers = _advance(buffers, got)
-        return done
+            if done == 0:
+                raise SourceReadError(f"{self.uri}: file ended at byte {offset}; it shrank while being read.")
+            offset += done
+            pending = _advance(pending, done)
 
     def _read_direct(self, offset: int, buffers: list[memoryview]) -> None:
         bounce = _bounce_buffer()
@@ -156,11 +149,19 @@ class LocalFileSource(ByteSource):
                 offset += take
                 buffers = _advance(buffers, take)
 
+    def _close_direct(self) -> None:
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
+        if self._direct_fd >= 0:
+            os.close(self._direct_fd)
+            self._direct_fd = -1
+
     def close(self) -> None:
-        for fd in (self._fd, self._direct_fd):
-            if fd >= 0:
-                os.close(fd)
-        self._fd = self._direct_fd = -1
+        self._close_direct()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 class HTTPSource(ByteSource):

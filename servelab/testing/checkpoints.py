@@ -9,27 +9,33 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-HIDDEN = 2048
-INTERMEDIATE = 5632
-KV_HIDDEN = 256  # grouped-query attention: 4 KV heads of 64
 VOCAB = 32000
+MAX_HIDDEN = 2048  # TinyLlama's width; a 1 GiB bf16 checkpoint is about 20 of its layers
 
 
 def llm_tensor_shapes(total_bytes: int, itemsize: int = 2) -> list[tuple[str, tuple[int, ...]]]:
-    """Names and shapes of a Llama-style model (embeddings, decoder layers, head) of about ``total_bytes``."""
+    """Names and shapes of a Llama-style model (embeddings, decoder layers, head) of about ``total_bytes``.
+
+    The width is the largest power of two up to 2048 that keeps embeddings and head within half the
+    bytes, so small checkpoints keep the shape of a real model instead of being all vocabulary.
+    """
+    hidden = 64
+    while hidden < MAX_HIDDEN and 2 * VOCAB * (2 * hidden) * itemsize <= total_bytes // 2:
+        hidden *= 2
+    intermediate, kv_hidden = hidden * 11 // 4, hidden // 8  # Llama's MLP ratio, grouped-query attention
     layer = [
-        ("input_layernorm.weight", (HIDDEN,)),
-        ("self_attn.q_proj.weight", (HIDDEN, HIDDEN)),
-        ("self_attn.k_proj.weight", (KV_HIDDEN, HIDDEN)),
-        ("self_attn.v_proj.weight", (KV_HIDDEN, HIDDEN)),
-        ("self_attn.o_proj.weight", (HIDDEN, HIDDEN)),
-        ("post_attention_layernorm.weight", (HIDDEN,)),
-        ("mlp.gate_proj.weight", (INTERMEDIATE, HIDDEN)),
-        ("mlp.up_proj.weight", (INTERMEDIATE, HIDDEN)),
-        ("mlp.down_proj.weight", (HIDDEN, INTERMEDIATE)),
+        ("input_layernorm.weight", (hidden,)),
+        ("self_attn.q_proj.weight", (hidden, hidden)),
+        ("self_attn.k_proj.weight", (kv_hidden, hidden)),
+        ("self_attn.v_proj.weight", (kv_hidden, hidden)),
+        ("self_attn.o_proj.weight", (hidden, hidden)),
+        ("post_attention_layernorm.weight", (hidden,)),
+        ("mlp.gate_proj.weight", (intermediate, hidden)),
+        ("mlp.up_proj.weight", (intermediate, hidden)),
+        ("mlp.down_proj.weight", (hidden, intermediate)),
     ]
     layer_bytes = sum(math.prod(shape) for _, shape in layer) * itemsize
-    ends = [("model.embed_tokens.weight", (VOCAB, HIDDEN)), ("model.norm.weight", (HIDDEN,)), ("lm_head.weight", (VOCAB, HIDDEN))]
+    ends = [("model.embed_tokens.weight", (VOCAB, hidden)), ("model.norm.weight", (hidden,)), ("lm_head.weight", (VOCAB, hidden))]
     fixed = sum(math.prod(shape) for _, shape in ends) * itemsize
     layers = max(1, round((total_bytes - fixed) / layer_bytes))
     shapes = [ends[0]]
