@@ -1,8 +1,9 @@
 """Byte sources: ranged reads straight into caller-owned buffers, one implementation per transport.
 
-Local files use ``preadv`` and HTTP(S) a keep-alive connection per thread that ``readinto``s the
-response body; S3 becomes HTTP through a presigned URL. Both keep Python out of the per-byte path
-(no intermediate bytes objects). Any other fsspec filesystem is read with ``cat_file`` and one copy.
+Local files use ``preadv`` from the page cache and O_DIRECT past it; HTTP(S) a keep-alive connection
+per thread that ``readinto``s the response body; S3 becomes HTTP through a presigned URL. All keep
+Python out of the per-byte path (no intermediate bytes objects). Any other fsspec filesystem is
+read with ``cat_file`` and one copy.
 """
 
 from __future__ import annotations
@@ -130,24 +131,31 @@ class LocalFileSource(ByteSource):
             pending = _advance(pending, done)
 
     def _read_direct(self, offset: int, buffers: list[memoryview]) -> None:
-        bounce = _bounce_buffer()
-        while buffers:
+        """O_DIRECT reads of aligned spans into this thread's bounce buffer, copied out to ``buffers``."""
+        bounce = memoryview(_bounce_buffer())
+        remaining = sum(len(b) for b in buffers)
+        index = filled = 0  # the next byte goes to buffers[index][filled]
+        while remaining:
             start = offset - offset % DIRECT_ALIGNMENT
-            want = min(sum(len(b) for b in buffers) + offset - start, len(bounce))
+            want = min(remaining + offset - start, len(bounce))
             want += -want % DIRECT_ALIGNMENT
             try:
-                got = os.preadv(self._direct_fd, [memoryview(bounce)[:want]], start)
+                got = os.preadv(self._direct_fd, [bounce[:want]], start)
             except OSError as exc:
                 raise TransientReadError(f"read failed ({exc!r})") from exc
             if got <= offset - start:
                 raise SourceReadError(f"{self.uri}: file ended at byte {start + got}; it shrank while being read.")
-            data = memoryview(bounce)[offset - start : got]
-            while buffers and len(data):
-                take = min(len(buffers[0]), len(data))
-                buffers[0][:take] = data[:take]
+            data = bounce[offset - start : min(got, offset - start + remaining)]
+            while len(data):
+                target = buffers[index][filled:]
+                take = min(len(target), len(data))
+                target[:take] = data[:take]
                 data = data[take:]
+                filled += take
                 offset += take
-                buffers = _advance(buffers, take)
+                remaining -= take
+                if filled == len(buffers[index]):
+                    index, filled = index + 1, 0
 
     def _close_direct(self) -> None:
         if self._probe is not None:
