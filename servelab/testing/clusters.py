@@ -1,0 +1,61 @@
+"""Seeded synthetic clusters, fragmented the way real ones get: spread at peak, then scaled down."""
+
+from __future__ import annotations
+
+import random
+
+from servelab.serving.fragmentation import fits
+from servelab.serving.snapshot import Node, Replica, Snapshot
+
+GiB = 2**30
+NODE_TYPES = {
+    "gpu8": {"GPU": 8.0, "CPU": 96.0, "memory": 768.0 * GiB},
+    "gpu4": {"GPU": 4.0, "CPU": 48.0, "memory": 384.0 * GiB},
+    "cpu32": {"CPU": 32.0, "memory": 128.0 * GiB},
+}
+NODE_MIX = {"gpu8": 0.4, "gpu4": 0.3, "cpu32": 0.3}
+# (deployment, resources): whole, fractional and multi-GPU replicas, and CPU-only ones.
+SHAPES = [
+    ("llm-70b", {"GPU": 4.0, "CPU": 16.0, "memory": 192.0 * GiB}),
+    ("llm-8b", {"GPU": 1.0, "CPU": 8.0, "memory": 48.0 * GiB}),
+    ("embedder", {"GPU": 0.5, "CPU": 4.0, "memory": 16.0 * GiB}),
+    ("reranker", {"GPU": 0.25, "CPU": 2.0, "memory": 8.0 * GiB}),
+    ("tokenizer", {"CPU": 4.0, "memory": 8.0 * GiB}),
+    ("router", {"CPU": 2.0, "memory": 4.0 * GiB}),
+]
+SHAPE_WEIGHTS = [1, 4, 4, 3, 3, 3]
+
+
+def fragmented_cluster(nodes: int, seed: int = 0, fill: float = 0.85, keep_fraction: float = 0.5) -> Snapshot:
+    """A cluster of ``nodes`` mixed workers (plus a head): filled to ``fill`` with replicas spread
+    onto the emptiest fitting node (as at peak), then with all but ``keep_fraction`` removed at random."""
+    rng = random.Random(seed)
+    types = rng.choices(list(NODE_MIX), weights=list(NODE_MIX.values()), k=nodes)
+    cluster = [Node("head", "head", {"CPU": 8.0, "memory": 32.0 * GiB}, {"CPU": 8.0, "memory": 32.0 * GiB}, head=True)]
+    cluster += [Node(f"node-{i:04d}", t, dict(NODE_TYPES[t]), dict(NODE_TYPES[t])) for i, t in enumerate(types)]
+    free = {n.id: dict(n.total) for n in cluster[1:]}
+    capacity = {k: sum(n.total.get(k, 0.0) for n in cluster[1:]) for k in ("GPU", "CPU")}
+    used = dict.fromkeys(capacity, 0.0)
+    placed: list[tuple[str, str, dict[str, float]]] = []
+    failures = 0
+    while failures < 50 and all(used[k] < fill * capacity[k] for k in used):
+        name, shape = rng.choices(SHAPES, weights=SHAPE_WEIGHTS)[0]
+        fitting = [n for n in free if fits(free[n], shape)]
+        if not fitting:
+            failures += 1
+            continue
+        target = max(fitting, key=lambda n: (sum(free[n].get(k, 0.0) / max(capacity[k], 1) for k in used), n))
+        for k, v in shape.items():
+            free[target][k] -= v
+            if k in used:
+                used[k] += v
+        placed.append((name, target, shape))
+    survivors = [p for p in placed if rng.random() < keep_fraction]
+    free = {n.id: dict(n.total) for n in cluster[1:]}
+    replicas = []
+    for i, (name, node_id, shape) in enumerate(survivors):
+        for k, v in shape.items():
+            free[node_id][k] -= v
+        replicas.append(Replica(f"{name}#{i:05d}", name, "app", node_id, dict(shape)))
+    nodes = [cluster[0]] + [Node(n.id, n.type, n.total, {k: round(v, 9) for k, v in free[n.id].items()}) for n in cluster[1:]]
+    return Snapshot(tuple(nodes), tuple(replicas), taken_at=0.0)

@@ -1,0 +1,117 @@
+"""Fragmentation of a cluster, as pure functions of a Snapshot.
+
+Definitions (all over alive nodes; the head node and draining nodes are never counted as freeable):
+
+- ``nodes_in_use``: worker nodes hosting at least one replica.
+- ``lower_bound``: the fewest worker nodes whose capacity could hold every replica now on workers,
+  per resource (largest nodes first, after what kept nodes can take), the maximum over resources.
+  No placement can use fewer nodes, so ``nodes_in_use - lower_bound`` is an upper bound on what
+  compaction can free.
+- ``stranded``: per resource, free capacity that the replica shapes running in the cluster cannot use,
+  weighted by how common each shape is (in the spirit of FGD's fragmentation measure): for each node
+  and shape, the node's free amount counts as stranded when that shape does not fit there.
+- ``score``: ``(nodes_in_use - lower_bound) / nodes_in_use``, from 0 (packed as tightly as the lower
+  bound allows) towards 1 (almost every node in use is surplus); 0 for an empty cluster.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from servelab.serving.snapshot import Node, Replica, Snapshot
+
+EPSILON = 1e-6
+
+
+@dataclass(frozen=True)
+class Fragmentation:
+    nodes_in_use: int
+    lower_bound: int
+    stranded: dict[str, float]
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fits(free: dict[str, float], need: dict[str, float]) -> bool:
+    """Whether ``need`` fits into ``free`` (absent resources count as zero)."""
+    return all(free.get(name, 0.0) + EPSILON >= amount for name, amount in need.items() if amount > 0)
+
+
+def label_match(node: Node, selector: dict[str, str]) -> bool:
+    return all(node.labels.get(key) == value for key, value in selector.items())
+
+
+def worker_nodes(snapshot: Snapshot, keep: Iterable[str] = ()) -> list[Node]:
+    """Alive, non-draining nodes that compaction may free: not the head, not in ``keep``."""
+    kept = set(keep)
+    return [n for n in snapshot.nodes if n.alive and not n.draining and not n.head and n.id not in kept]
+
+
+def nodes_in_use(snapshot: Snapshot, keep: Iterable[str] = ()) -> int:
+    hosting = {r.node_id for r in snapshot.replicas}
+    return sum(1 for node in worker_nodes(snapshot, keep) if node.id in hosting)
+
+
+def lower_bound(snapshot: Snapshot, keep: Iterable[str] = ()) -> int:
+    """Fewest worker nodes that could hold every replica now on workers (see module docstring)."""
+    workers = worker_nodes(snapshot, keep)
+    worker_ids = {n.id for n in workers}
+    placed = [r for r in snapshot.replicas if r.node_id in worker_ids]
+    if not placed:
+        return 0
+    fixed = [n for n in snapshot.nodes if n.alive and not n.draining and n.id not in worker_ids]
+    bound = 1
+    for name in snapshot.resource_names:
+        demand = sum(r.resources.get(name, 0.0) for r in placed)
+        demand -= sum(n.available.get(name, 0.0) for n in fixed)  # what kept nodes can still take
+        count, capacities = 0, sorted((n.total.get(name, 0.0) for n in workers), reverse=True)
+        while demand > EPSILON and count < len(capacities):
+            demand -= capacities[count]
+            count += 1
+        bound = max(bound, count)
+    return bound
+
+
+def stranded(snapshot: Snapshot) -> dict[str, float]:
+    """Free capacity per resource that the running replica shapes cannot use (see module docstring)."""
+    shapes = Counter(_shape(r) for r in snapshot.replicas)
+    total = sum(shapes.values())
+    result = dict.fromkeys(snapshot.resource_names, 0.0)
+    if not total:
+        return result
+    for node in snapshot.nodes:
+        if not node.alive or node.draining:
+            continue
+        for shape, count in shapes.items():
+            if not fits(node.available, dict(shape)):
+                for name, free in node.available.items():
+                    if name in result:
+                        result[name] += free * count / total
+    return result
+
+
+def fragmentation(snapshot: Snapshot, keep: Iterable[str] = ()) -> Fragmentation:
+    """All fragmentation measures of ``snapshot``.
+
+    >>> fragmentation(servelab.serving.snapshot()).score
+    0.4
+    """
+    keep = list(keep)
+    in_use = nodes_in_use(snapshot, keep)
+    bound = min(lower_bound(snapshot, keep), in_use)
+    return Fragmentation(
+        nodes_in_use=in_use,
+        lower_bound=bound,
+        stranded={k: round(v, 6) for k, v in stranded(snapshot).items()},
+        score=0.0 if in_use == 0 else (in_use - bound) / in_use,
+    )
+
+
+def _shape(replica: Replica) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted((k, v) for k, v in replica.resources.items() if v > 0 and not math.isclose(v, 0.0)))

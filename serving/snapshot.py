@@ -1,0 +1,107 @@
+"""A cluster read once into plain data: nodes, replicas and their resources. JSON both ways.
+
+Every decision servelab makes about a cluster (fragmentation, compaction plans) is a pure function
+of a Snapshot, so it can be tested and benchmarked on synthetic clusters of any size without Ray.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Default price list for nodes without an explicit cost: roughly on-demand cloud prices per hour.
+DEFAULT_PRICES = {"GPU": 2.0, "CPU": 0.04, "memory": 0.005 / 2**30}
+
+
+def default_cost(total: dict[str, float]) -> float:
+    """Cost per hour of a node priced by its resources (DEFAULT_PRICES)."""
+    return sum(price * total.get(resource, 0.0) for resource, price in DEFAULT_PRICES.items())
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node: its totals, what is free now, labels, state and price."""
+
+    id: str
+    type: str
+    total: dict[str, float]
+    available: dict[str, float]
+    labels: dict[str, str] = field(default_factory=dict)
+    alive: bool = True
+    draining: bool = False
+    head: bool = False
+    cost_per_hour: float | None = None
+
+    @property
+    def cost(self) -> float:
+        return default_cost(self.total) if self.cost_per_hour is None else self.cost_per_hour
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One Serve replica: where it runs and what it holds there."""
+
+    id: str
+    deployment: str
+    app: str
+    node_id: str | None
+    resources: dict[str, float]
+    state: str = "RUNNING"
+    label_selector: dict[str, str] = field(default_factory=dict)
+    max_replicas_per_node: int | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(app, deployment): replicas of one deployment share a shape and placement rules."""
+        return (self.app, self.deployment)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Nodes and replicas at one moment."""
+
+    nodes: tuple[Node, ...]
+    replicas: tuple[Replica, ...]
+    taken_at: float = field(default_factory=time.time)
+
+    def node(self, node_id: str) -> Node:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise KeyError(node_id)
+
+    def replicas_on(self, node_id: str) -> list[Replica]:
+        return [r for r in self.replicas if r.node_id == node_id]
+
+    @property
+    def resource_names(self) -> list[str]:
+        names = {name for node in self.nodes for name in node.total}
+        names |= {name for replica in self.replicas for name in replica.resources}
+        return sorted(names)
+
+    def fingerprint(self) -> str:
+        """Identifies the placement a plan was made for: alive nodes, draining flags, replica placement."""
+        placement = sorted((r.id, r.node_id or "", r.state) for r in self.replicas)
+        nodes = sorted((n.id, n.alive, n.draining) for n in self.nodes)
+        return hashlib.sha256(json.dumps([nodes, placement]).encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Snapshot:
+        return cls(
+            nodes=tuple(Node(**n) for n in data["nodes"]),
+            replicas=tuple(Replica(**r) for r in data["replicas"]),
+            taken_at=data.get("taken_at", 0.0),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Snapshot:
+        return cls.from_dict(json.loads(text))
