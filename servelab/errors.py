@@ -25,3 +25,19 @@ class SourceReadError(LoaderError):
 
 class DeviceError(ServelabError):
     """The requested device cannot be used on this machine."""
+
+
+class ClusterError(ServelabError):
+    """The Ray cluster cannot be started, reached or changed as asked."""
+
+
+class DeploymentError(ServelabError):
+    """A deployment cannot be created, scaled or found as asked; nothing in the cluster changed."""
+
+
+class CompactionError(ServelabError):
+    """A compaction cannot be planned or run as asked."""
+
+
+class StalePlanError(CompactionError):
+    """The cluster changed since the plan was made; plan again."""

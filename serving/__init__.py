@@ -1,1 +1,63 @@
-"""Clusters, deployments, snapshots, fragmentation and compaction (the serving core lands here)."""
+"""Clusters, deployments, snapshots, fragmentation and zero-downtime compaction.
+
+>>> from servelab import serving
+>>> serving.up(nodes=3, gpus_per_node=2)
+>>> serving.deploy("classifier", Classifier, replicas=4, gpus=0.5, weights="s3://models/resnet.safetensors")
+>>> serving.scale("classifier", 2)
+>>> serving.fragmentation(serving.snapshot()).score
+>>> serving.compact(dry_run=True).plan.nodes_to_free
+>>> serving.compact()
+"""
+
+from servelab.serving.cluster import NodeType, add_node, connect, down, remove_node, up
+from servelab.serving.deployments import (
+    DeploymentInfo,
+    all_healthy,
+    delete,
+    delete_all,
+    deploy,
+    deployments,
+    handle,
+    scale,
+    url,
+    wait_healthy,
+)
+from servelab.serving.executor import CompactionEvent, CompactionReport, LatencyStats, LoadProbe, compact
+from servelab.serving.fragmentation import Fragmentation, fragmentation
+from servelab.serving.planner import Move, Plan, PlanError, plan
+from servelab.serving.reader import snapshot
+from servelab.serving.snapshot import Node, Replica, Snapshot
+
+__all__ = [
+    "CompactionEvent",
+    "CompactionReport",
+    "DeploymentInfo",
+    "Fragmentation",
+    "LatencyStats",
+    "LoadProbe",
+    "Move",
+    "Node",
+    "NodeType",
+    "Plan",
+    "PlanError",
+    "Replica",
+    "Snapshot",
+    "add_node",
+    "all_healthy",
+    "compact",
+    "connect",
+    "delete",
+    "delete_all",
+    "deploy",
+    "deployments",
+    "down",
+    "fragmentation",
+    "handle",
+    "plan",
+    "remove_node",
+    "scale",
+    "snapshot",
+    "up",
+    "url",
+    "wait_healthy",
+]

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from servelab.errors import ServelabError
+from servelab.errors import CompactionError
 from servelab.serving.fragmentation import EPSILON, label_match, lower_bound, nodes_in_use
 from servelab.serving.snapshot import Node, Replica, Snapshot
 
@@ -25,7 +25,7 @@ Objective = Literal["nodes", "cost"]
 RESOURCE_WEIGHTS = {"GPU": 100.0, "CPU": 10.0, "memory": 1.0}  # best-fit leftover: GPU first, as Ray
 
 
-class PlanError(ServelabError):
+class PlanError(CompactionError):
     """A plan cannot be made for these arguments."""
 
 

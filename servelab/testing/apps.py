@@ -1,0 +1,40 @@
+"""Small Serve replica classes for tests, demos and tutorials (importable by every Ray worker)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Echo:
+    """Answers every request with its tag."""
+
+    def __init__(self, tag: str = "echo") -> None:
+        self.tag = tag
+
+    async def __call__(self, request: Any = None) -> str:
+        return self.tag
+
+
+class WeightsSummary:
+    """Holds the streamed state dict; answers with what it received and how long streaming took."""
+
+    def __init__(self, weights: dict[str, Any]) -> None:
+        self.names = sorted(weights)
+        self.checksum = float(sum(float(t.double().sum()) for t in weights.values()))
+
+    async def __call__(self, request: Any = None) -> dict[str, Any]:
+        return {
+            "tensors": len(self.names),
+            "checksum": self.checksum,
+            "load_s": getattr(self, "servelab_weights_load_s", None),
+        }
+
+
+class Pipeline:
+    """Composition: calls another deployment through its handle and wraps the answer."""
+
+    def __init__(self, downstream: Any) -> None:
+        self.downstream = downstream
+
+    async def __call__(self, request: Any = None) -> str:
+        return "pipeline(" + await self.downstream.remote() + ")"

@@ -1,0 +1,276 @@
+"""Zero-downtime compaction: drain planned nodes one at a time through Ray, then release them.
+
+A node drained through the GCS with reason PREEMPTION and no deadline makes Serve start each
+replacement replica elsewhere before it stops the old one, so requests keep being served. The
+executor checks before each drain that the node's replicas fit elsewhere, watches them leave,
+waits for every deployment to be healthy, then releases the node (embedded cluster: removes it;
+a real cluster's autoscaler reclaims it). It stops safely, with a report, when a node dies midway.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from servelab.errors import CompactionError, StalePlanError
+from servelab.serving.cluster import current, remove_node
+from servelab.serving.deployments import all_healthy
+from servelab.serving.fragmentation import fits, label_match
+from servelab.serving.planner import Plan, plan as make_plan
+from servelab.serving.reader import snapshot
+from servelab.serving.snapshot import Snapshot
+
+POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class CompactionEvent:
+    """One step of a compaction, for widgets and websockets."""
+
+    kind: str  # planned | draining | migrated | released | stopped | done
+    node: str | None
+    message: str
+    elapsed_s: float
+    nodes_done: int
+    nodes_total: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    requests: int
+    failed: int
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+@dataclass(frozen=True)
+class CompactionReport:
+    """What a compaction did: nodes freed, replicas moved, time, and how requests fared."""
+
+    plan: Plan
+    dry_run: bool
+    nodes_freed: tuple[str, ...]
+    replicas_moved: int
+    seconds: float
+    stopped: bool
+    reason: str
+    events: tuple[CompactionEvent, ...]
+    before: LatencyStats | None = None
+    during: LatencyStats | None = None
+
+    @property
+    def failed_requests(self) -> int | None:
+        return None if self.during is None else self.during.failed
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class LoadProbe:
+    """A bounded HTTP request loop in a background thread, timing every request by phase.
+
+    >>> probe = LoadProbe([url("classifier")])
+    >>> report = compact(probe=probe)
+    """
+
+    def __init__(self, urls: Sequence[str], interval_s: float = 0.02, timeout_s: float = 10.0, max_requests: int = 20_000):
+        self._urls = list(urls)
+        self._interval_s = interval_s
+        self._timeout_s = timeout_s
+        self._max_requests = max_requests
+        self._phase = "before"
+        self._results: dict[str, list[tuple[bool, float]]] = {"before": [], "during": []}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="servelab-load-probe", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def mark(self, phase: str) -> None:
+        self._phase = phase
+        self._results.setdefault(phase, [])
+
+    def stop(self) -> dict[str, LatencyStats]:
+        self._stop.set()
+        self._thread.join()
+        return {phase: _stats(results) for phase, results in self._results.items()}
+
+    def _loop(self) -> None:
+        sent = 0
+        while not self._stop.is_set() and sent < self._max_requests:
+            url = self._urls[sent % len(self._urls)]
+            started = time.perf_counter()
+            try:
+                with urllib.request.urlopen(url, timeout=self._timeout_s) as response:
+                    response.read()
+                    ok = response.status == 200
+            except OSError:
+                ok = False
+            self._results[self._phase].append((ok, time.perf_counter() - started))
+            sent += 1
+            self._stop.wait(self._interval_s)
+
+
+def compact(
+    plan: Plan | None = None,
+    *,
+    dry_run: bool = False,
+    probe: LoadProbe | None = None,
+    on_event: Callable[[CompactionEvent], None] | None = None,
+    warmup_s: float = 2.0,
+    node_timeout_s: float = 180.0,
+    **plan_options: Any,
+) -> CompactionReport:
+    """Run ``plan`` (or a fresh ``plan(snapshot(), **plan_options)``) with zero downtime.
+
+    Refuses a plan made for a cluster that has changed since (StalePlanError). ``dry_run`` returns
+    the plan as a report and changes nothing. ``probe`` measures request latency before and during.
+
+    >>> compact(dry_run=True).plan.nodes_to_free
+    >>> report = compact()
+    >>> report.nodes_freed, report.replicas_moved
+    """
+    started = time.monotonic()
+    session = current()
+    snap = snapshot()
+    if plan is None:
+        plan = make_plan(snap, **plan_options)
+    elif plan_options:
+        raise CompactionError(f"pass either a plan or planning options {sorted(plan_options)}, not both.")
+    elif plan.fingerprint != snap.fingerprint():
+        raise StalePlanError(
+            "the cluster changed since this plan was made (nodes or replicas moved); "
+            "make a new one with plan(snapshot()) or call compact() without a plan."
+        )
+    events: list[CompactionEvent] = []
+    total = len(plan.nodes_to_free)
+
+    def emit(kind: str, node: str | None, message: str, done: int) -> None:
+        event = CompactionEvent(kind, node, message, time.monotonic() - started, done, total)
+        events.append(event)
+        if on_event is not None:
+            on_event(event)
+
+    emit("planned", None, f"{total} node(s) to free, {len(plan.moves)} replica move(s)", 0)
+    if dry_run or total == 0:
+        emit("done", None, "dry run: nothing changed" if dry_run else "nothing to free", 0)
+        return CompactionReport(plan, dry_run, (), 0, time.monotonic() - started, False, "", tuple(events))
+
+    if probe is not None:
+        probe.start()
+        time.sleep(warmup_s)
+        probe.mark("during")
+    expected = {n.id for n in snap.nodes}
+    freed: list[str] = []
+    moved = 0
+    reason = ""
+    try:
+        for node_id in plan.nodes_to_free:
+            snap = snapshot()
+            reason = _lost_nodes(expected, snap) or _cannot_move(node_id, snap)
+            if reason:
+                break
+            replicas = len(snap.replicas_on(node_id))
+            _drain(node_id)
+            emit("draining", node_id, f"draining {node_id[:12]}: {replicas} replica(s) to migrate", len(freed))
+            reason = _wait_migrated(node_id, expected, node_timeout_s)
+            if reason:
+                break
+            moved += replicas
+            emit("migrated", node_id, f"{replicas} replica(s) left {node_id[:12]}; deployments healthy", len(freed))
+            if session.embedded is not None:
+                remove_node(node_id)
+                message = f"{node_id[:12]} released"
+            else:
+                message = f"{node_id[:12]} is idle and drained; the cluster's autoscaler reclaims it"
+            expected.discard(node_id)
+            freed.append(node_id)
+            emit("released", node_id, message, len(freed))
+    finally:
+        stats = probe.stop() if probe is not None else {}
+    if reason:
+        emit("stopped", None, reason, len(freed))
+    else:
+        emit("done", None, f"freed {len(freed)} node(s), moved {moved} replica(s)", len(freed))
+    return CompactionReport(
+        plan=plan,
+        dry_run=False,
+        nodes_freed=tuple(freed),
+        replicas_moved=moved,
+        seconds=time.monotonic() - started,
+        stopped=bool(reason),
+        reason=reason,
+        events=tuple(events),
+        before=stats.get("before"),
+        during=stats.get("during"),
+    )
+
+
+def _drain(node_id: str) -> None:
+    import ray
+    from ray.core.generated.autoscaler_pb2 import DrainNodeReason
+
+    gcs = ray._private.worker.global_worker.gcs_client
+    accepted, rejection = gcs.drain_node(node_id, DrainNodeReason.DRAIN_NODE_REASON_PREEMPTION, "servelab compaction", 0)
+    if not accepted:
+        raise CompactionError(f"Ray refused to drain {node_id}: {rejection}")
+
+
+def _wait_migrated(node_id: str, expected: set[str], timeout_s: float) -> str:
+    """Wait until the node hosts no replica and every deployment is healthy; a reason to stop, or ''."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        snap = snapshot()
+        lost = _lost_nodes(expected - {node_id}, snap)
+        if lost:
+            return lost
+        if not snap.replicas_on(node_id) and all_healthy():
+            return ""
+        time.sleep(POLL_S)
+    return f"replicas had not left {node_id} after {timeout_s:.0f} s; it stays drained, its replicas keep serving"
+
+
+def _lost_nodes(expected: set[str], snap: Snapshot) -> str:
+    lost = sorted(expected - {n.id for n in snap.nodes})
+    if not lost:
+        return ""
+    return (
+        f"node(s) {', '.join(n[:12] for n in lost)} left the cluster during compaction; stopped so that "
+        "Serve can restore their replicas. Plan again once every deployment is healthy."
+    )
+
+
+def _cannot_move(node_id: str, snap: Snapshot) -> str:
+    """Why the node's replicas would not fit elsewhere right now, or ''."""
+    if node_id not in {n.id for n in snap.nodes}:
+        return f"node {node_id} is gone"
+    room = {n.id: dict(n.available) for n in snap.nodes if n.id != node_id and not n.draining}
+    for replica in sorted(snap.replicas_on(node_id), key=lambda r: -sum(r.resources.values())):
+        options = [
+            n for n in room if fits(room[n], replica.resources) and label_match(snap.node(n), replica.label_selector)
+        ]
+        if not options:
+            return f"replica {replica.id} of {replica.deployment} no longer fits anywhere but {node_id}; plan again"
+        best = min(options, key=lambda n: sum(room[n].get(k, 0.0) - v for k, v in replica.resources.items()))
+        for k, v in replica.resources.items():
+            room[best][k] = room[best].get(k, 0.0) - v
+    return ""
+
+
+def _stats(results: list[tuple[bool, float]]) -> LatencyStats:
+    latencies = sorted(seconds * 1000 for ok, seconds in results if ok)
+    failed = sum(1 for ok, _ in results if not ok)
+    if not latencies:
+        return LatencyStats(len(results), failed, None, None)
+    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+    return LatencyStats(len(results), failed, statistics.median(latencies), p99)
+
+

@@ -1,0 +1,43 @@
+"""A real embedded Ray cluster (a head and 3 workers with 2 logical GPUs each), shared by the session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from servelab import serving
+from servelab.serving import Snapshot
+from servelab.testing import free_port
+from servelab.testing.apps import Echo
+
+WORKERS = 3
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[str]:
+    address = serving.up(nodes=WORKERS, cpus_per_node=1, gpus_per_node=2, http_port=free_port())
+    try:
+        yield address
+    finally:
+        serving.down()
+
+
+def reset(cluster: str) -> None:
+    """No applications, and the three workers back (compaction removes nodes)."""
+    serving.delete_all()
+    while sum(1 for n in serving.snapshot().nodes if not n.head) < WORKERS:
+        serving.add_node()
+
+
+@pytest.fixture
+def fragmented(cluster: str) -> Snapshot:
+    """Two fractional-GPU deployments, each packed on its own node, then scaled to half:
+    two half-empty nodes whose replicas would fit on one."""
+    reset(cluster)
+    serving.deploy("a", Echo, replicas=4, gpus=0.5, init_args=("a",))
+    serving.deploy("b", Echo, replicas=4, gpus=0.5, init_args=("b",))
+    serving.scale("a", 2)
+    serving.scale("b", 2)
+    serving.wait_healthy()
+    return serving.snapshot()

@@ -1,0 +1,150 @@
+"""Serving on a real embedded Ray cluster: deployments, snapshot, fragmentation and live compaction."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from servelab import serving
+from servelab.errors import ClusterError, CompactionError, DeploymentError, StalePlanError
+from servelab.serving import Snapshot
+from servelab.testing import NginxServer
+from servelab.testing.apps import Echo, Pipeline, WeightsSummary
+
+from .conftest import reset
+
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.read()
+
+
+def workers_in_use(snapshot: Snapshot) -> int:
+    return sum(1 for n in snapshot.nodes if not n.head and snapshot.replicas_on(n.id))
+
+
+def test_snapshot_and_fragmentation_of_a_scaled_down_cluster(fragmented: Snapshot) -> None:
+    workers = [n for n in fragmented.nodes if not n.head]
+    assert len(workers) == 3 and all(n.total["GPU"] == 2.0 for n in workers)
+    assert [r.resources for r in fragmented.replicas] == [{"GPU": 0.5}] * 4
+    assert {r.app for r in fragmented.replicas} == {"a", "b"}
+    fragmentation = serving.fragmentation(fragmented)
+    assert (fragmentation.nodes_in_use, fragmentation.lower_bound) == (2, 1)
+    assert fragmentation.score == 0.5
+    assert get(serving.url("a")) == b"a" and get(serving.url("b")) == b"b"
+
+
+def test_compaction_under_load_frees_the_planned_node_with_zero_failures(fragmented: Snapshot) -> None:
+    plan = serving.plan(fragmented)
+    assert plan.nodes_before == 2 and plan.nodes_after == 1 and len(plan.moves) == 2
+    events: list[serving.CompactionEvent] = []
+    probe = serving.LoadProbe([serving.url("a"), serving.url("b")])
+    report = serving.compact(plan, probe=probe, on_event=events.append)
+
+    after = serving.snapshot()
+    assert not report.stopped, report.reason
+    assert report.nodes_freed == plan.nodes_to_free
+    assert workers_in_use(after) == plan.nodes_after
+    assert not set(plan.nodes_to_free) & {n.id for n in after.nodes}  # released from the cluster
+    assert {(d.name, d.status, d.running_replicas) for d in serving.deployments()} == {("a", "HEALTHY", 2), ("b", "HEALTHY", 2)}
+    assert report.during is not None and report.during.requests > 10
+    assert report.failed_requests == 0
+    assert report.before is not None and report.before.p50_ms is not None and report.during.p99_ms is not None
+    assert [e.kind for e in events] == ["planned", "draining", "migrated", "released", "done"]
+
+
+def test_dry_run_changes_nothing_and_stale_plans_are_refused(fragmented: Snapshot) -> None:
+    report = serving.compact(dry_run=True)
+    assert report.dry_run and report.plan.nodes_to_free and report.nodes_freed == ()
+    assert serving.snapshot().fingerprint() == fragmented.fingerprint()
+    stale = serving.plan(fragmented)
+    serving.scale("a", 1)
+    serving.wait_healthy()
+    with pytest.raises(StalePlanError, match="the cluster changed since this plan was made"):
+        serving.compact(stale)
+    assert sum(1 for n in serving.snapshot().nodes if not n.head) == 3
+
+
+def test_a_node_lost_midway_stops_compaction_and_nothing_is_lost(fragmented: Snapshot) -> None:
+    plan = serving.plan(fragmented)
+    idle = next(n.id for n in fragmented.nodes if not n.head and not fragmented.replicas_on(n.id))
+
+    def lose_a_node(event: serving.CompactionEvent) -> None:
+        if event.kind == "draining":
+            serving.remove_node(idle)
+
+    report = serving.compact(plan, on_event=lose_a_node)
+    assert report.stopped and report.nodes_freed == ()
+    assert "left the cluster during compaction" in report.reason
+    assert report.events[-1].kind == "stopped"
+    serving.wait_healthy()
+    assert {(d.name, d.running_replicas) for d in serving.deployments()} == {("a", 2), ("b", 2)}
+
+
+def test_replicas_stream_their_weights_from_http(cluster: str, served_dir: Path, nginx: NginxServer) -> None:
+    reset(cluster)
+    path = served_dir / "replica-weights.safetensors"
+    save_file({"w": torch.arange(1000, dtype=torch.float32), "b": torch.ones(10, dtype=torch.bfloat16)}, path)
+    serving.deploy("summary", WeightsSummary, replicas=2, gpus=0.5, weights=nginx.url(path.name))
+    answer = json.loads(get(serving.url("summary")))
+    expected = load_file(path)
+    assert answer["tensors"] == 2
+    assert answer["checksum"] == float(sum(float(t.double().sum()) for t in expected.values()))
+    assert answer["load_s"] is not None and answer["load_s"] > 0
+
+
+def test_composition_through_a_handle(cluster: str) -> None:
+    reset(cluster)
+    serving.deploy("inner", Echo, replicas=1, gpus=0.25, init_args=("inner",))
+    serving.deploy("outer", Pipeline, replicas=1, init_args=(serving.handle("inner"),))
+    assert get(serving.url("outer")) == b"pipeline(inner)"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"gpus": -1}, "gpus=-1 must be a non-negative number"),
+        ({"cpus": "two"}, "cpus='two' must be a non-negative number"),
+        ({"gpus": 3}, "no node of this cluster can ever hold"),
+        ({"replicas": 1.5}, "replicas=1.5 must be a non-negative integer"),
+        ({"weights": "http://127.0.0.1:9/none.safetensors"}, "weights cannot be loaded"),
+    ],
+)
+def test_bad_deployments_change_nothing(cluster: str, options: dict, message: str) -> None:
+    reset(cluster)
+    with pytest.raises(DeploymentError, match=message):
+        serving.deploy("bad", WeightsSummary, **options)
+    assert serving.deployments() == []
+
+
+def test_weights_that_are_not_safetensors(cluster: str, served_dir: Path, nginx: NginxServer) -> None:
+    reset(cluster)
+    (served_dir / "notes.txt").write_text("not a checkpoint")
+    with pytest.raises(DeploymentError, match="weights cannot be loaded: .*notes.txt"):
+        serving.deploy("bad", WeightsSummary, weights=nginx.url("notes.txt"))
+    assert serving.deployments() == []
+
+
+def test_unknown_names_and_second_up(cluster: str) -> None:
+    with pytest.raises(DeploymentError, match="no deployment named 'ghost'"):
+        serving.scale("ghost", 2)
+    with pytest.raises(DeploymentError, match="no deployment named 'ghost'"):
+        serving.delete("ghost")
+    with pytest.raises(ClusterError, match="a cluster is already up"):
+        serving.up()
+    with pytest.raises(CompactionError, match="either a plan or planning options"):
+        serving.compact(serving.plan(serving.snapshot()), objective="cost")
+
+
+def test_connect_where_no_cluster_answers() -> None:
+    import subprocess
+    import sys
+
+    code = "from servelab.serving import connect\ntry:\n    connect('127.0.0.1:1')\nexcept Exception as e:\n    print(type(e).__name__, e)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.startswith("ClusterError no Ray cluster answers at '127.0.0.1:1'")
