@@ -73,13 +73,13 @@ def up(
     '192.0.2.2:6379'
     """
     global _session
+    types, counts = _node_plan(nodes, cpus_per_node, gpus_per_node, memory_per_node, node_types)
     with _lock:
         if _session is not None:
             raise ClusterError(
                 f"a cluster is already {'up' if _session.embedded else 'connected'} at {_session.address}; "
                 "call down() first, or keep using it."
             )
-        types, counts = _node_plan(nodes, cpus_per_node, gpus_per_node, memory_per_node, node_types)
         os.environ["RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY"] = "1"
         os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
         import ray

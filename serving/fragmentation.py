@@ -66,7 +66,7 @@ def lower_bound(snapshot: Snapshot, keep: Iterable[str] = ()) -> int:
     if not placed:
         return 0
     fixed = [n for n in snapshot.nodes if n.alive and not n.draining and n.id not in worker_ids]
-    bound = 1
+    bound = 0
     for name in snapshot.resource_names:
         demand = sum(r.resources.get(name, 0.0) for r in placed)
         demand -= sum(n.available.get(name, 0.0) for n in fixed)  # what kept nodes can still take

@@ -61,7 +61,8 @@ def _replicas() -> list[Replica]:
     for app, app_details in serve_details().get("applications", {}).items():
         for name, deployment in app_details.get("deployments", {}).items():
             config = deployment.get("deployment_config", {})
-            resources = _actor_resources(config.get("ray_actor_options") or {})
+            actor_options = config.get("ray_actor_options") or {}
+            resources = _actor_resources(actor_options)
             for replica in deployment.get("replicas", []):
                 replicas.append(
                     Replica(
@@ -71,6 +72,7 @@ def _replicas() -> list[Replica]:
                         node_id=replica.get("node_id"),
                         resources=resources,
                         state=str(getattr(replica["state"], "value", replica["state"])),
+                        label_selector=dict(actor_options.get("label_selector") or {}),
                         max_replicas_per_node=config.get("max_replicas_per_node"),
                     )
                 )

@@ -137,6 +137,10 @@ def test_unknown_names_and_second_up(cluster: str) -> None:
         serving.delete("ghost")
     with pytest.raises(ClusterError, match="a cluster is already up"):
         serving.up()
+    with pytest.raises(ClusterError, match="gpus=-1: resources must be non-negative numbers"):
+        serving.up(gpus_per_node=-1)
+    with pytest.raises(ClusterError, match="cpus='many': resources must be non-negative numbers"):
+        serving.up(node_types={"big": {"count": 1, "cpus": "many"}})
     with pytest.raises(CompactionError, match="either a plan or planning options"):
         serving.compact(serving.plan(serving.snapshot()), objective="cost")
 
