@@ -89,12 +89,13 @@ def scale(name: str, replicas: int) -> None:
         raise DeploymentError(f"replicas={replicas!r} must be a non-negative integer.")
     if "autoscaling_config" in spec.options:
         raise DeploymentError(f"{name!r} autoscales; change its autoscaling bounds instead of scaling it by hand.")
+    import ray
     from ray.serve._private.common import DeploymentID
     from ray.serve.context import _get_global_client
 
     # Serve's external-scaling call changes the target alone; redeploying would restart every replica.
     controller = _get_global_client()._controller
-    ray_get(controller.update_deployment_replicas.remote(DeploymentID(name=spec.name, app_name=spec.app), replicas))
+    ray.get(controller.update_deployment_replicas.remote(DeploymentID(name=spec.name, app_name=spec.app), replicas))
     spec.options = {**spec.options, "num_replicas": replicas}
 
 
@@ -180,11 +181,6 @@ def _run(spec: _Spec) -> Any:
     application = deployment.bind(*spec.init_args, **spec.init_kwargs)
     return serve.run(application, name=spec.app, route_prefix=spec.route_prefix, external_scaler_enabled=True)
 
-
-def ray_get(ref: Any) -> Any:
-    import ray
-
-    return ray.get(ref)
 
 
 def _spec(name: str) -> _Spec:

@@ -39,7 +39,7 @@ def snapshot() -> Snapshot:
                 id=node_id,
                 type=kind,
                 total=total,
-                available={k: v for k, v in _resources(available.get(node_id, {})).items()},
+                available=_resources(available.get(node_id, {})),
                 labels=labels,
                 draining=node_id in draining,
                 head=HEAD_MARKER in info["Resources"],

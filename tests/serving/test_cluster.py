@@ -152,3 +152,21 @@ def test_connect_where_no_cluster_answers() -> None:
     code = "from servelab.serving import connect\ntry:\n    connect('127.0.0.1:1')\nexcept Exception as e:\n    print(type(e).__name__, e)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.startswith("ClusterError no Ray cluster answers at '127.0.0.1:1'")
+
+
+def test_connect_attaches_to_a_running_cluster_and_down_leaves_it_running(cluster: str) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "from servelab import serving\n"
+        f"serving.connect({cluster!r})\n"
+        "snap = serving.snapshot()\n"
+        "print(sum(1 for n in snap.nodes if not n.head), sorted({r.app for r in snap.replicas}))\n"
+        "serving.down()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    workers = sum(1 for n in serving.snapshot().nodes if not n.head)
+    assert out.stdout.strip().splitlines()[-1].startswith(f"{workers} ")
+    assert serving.snapshot().nodes  # the embedded cluster is still up after the other process's down()
