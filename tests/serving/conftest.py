@@ -1,4 +1,4 @@
-"""A real embedded Ray cluster (a head and 3 workers with 2 logical GPUs each), shared by the session."""
+"""A real embedded Ray cluster (a head and 3 priced, labelled workers with 2 logical GPUs each)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from servelab.testing import free_port
 from servelab.testing.apps import Echo
 
 WORKERS = 3
+NODE_TYPE = {"count": WORKERS, "cpus": 1, "gpus": 2, "cost_per_hour": 2.5, "labels": {"zone": "a"}}
 
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[str]:
-    address = serving.up(nodes=WORKERS, cpus_per_node=1, gpus_per_node=2, http_port=free_port())
+    address = serving.up(node_types={"gpu2": NODE_TYPE}, http_port=free_port())
     try:
         yield address
     finally:

@@ -30,7 +30,8 @@ def workers_in_use(snapshot: Snapshot) -> int:
 
 def test_snapshot_and_fragmentation_of_a_scaled_down_cluster(fragmented: Snapshot) -> None:
     workers = [n for n in fragmented.nodes if not n.head]
-    assert len(workers) == 3 and all(n.total["GPU"] == 2.0 for n in workers)
+    assert len(workers) == 3 and all(n.total["GPU"] == 2.0 and n.total["CPU"] == 1.0 for n in workers)
+    assert {(n.type, n.cost, n.labels.get("zone")) for n in workers} == {("gpu2", 2.5, "a")}
     assert [r.resources for r in fragmented.replicas] == [{"GPU": 0.5}] * 4
     assert {r.app for r in fragmented.replicas} == {"a", "b"}
     fragmentation = serving.fragmentation(fragmented)
@@ -42,6 +43,7 @@ def test_snapshot_and_fragmentation_of_a_scaled_down_cluster(fragmented: Snapsho
 def test_compaction_under_load_frees_the_planned_node_with_zero_failures(fragmented: Snapshot) -> None:
     plan = serving.plan(fragmented)
     assert plan.nodes_before == 2 and plan.nodes_after == 1 and len(plan.moves) == 2
+    assert plan.freed_cost_per_hour == 2.5 and plan.freed_resources["GPU"] == 2.0
     events: list[serving.CompactionEvent] = []
     probe = serving.LoadProbe([serving.url("a"), serving.url("b")])
     report = serving.compact(plan, probe=probe, on_event=events.append)
