@@ -114,6 +114,7 @@ def connect(address: str = "auto", http_port: int = SERVE_PORT, node_types: dict
     >>> connect("ray://head.example:10001")
     """
     global _session
+    types = _node_plan(0, 0, 0, None, node_types)[0] if node_types else {}
     with _lock:
         if _session is not None:
             raise ClusterError(f"already attached to {_session.address}; call down() first.")
@@ -128,7 +129,6 @@ def connect(address: str = "auto", http_port: int = SERVE_PORT, node_types: dict
                 "check the address, or use up() for an embedded cluster."
             ) from None
         _start_serve(http_port)
-        types = {name: NodeType(**{k: v for k, v in spec.items() if k != "count"}) for name, spec in (node_types or {}).items()}
         _session = _Session(address, None, types, http_port=http_port)
         return address
 
