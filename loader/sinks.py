@@ -7,6 +7,7 @@ planned read (``fill``, called from reader threads) and hands out finished tenso
 from __future__ import annotations
 
 import queue
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -39,7 +40,10 @@ class HostSink:
         import torch
 
         offsets, total = pack_offsets([spec.nbytes for spec in specs])
-        self._files[file] = (torch.empty(total, dtype=torch.uint8), offsets, specs)
+        slab = torch.empty(total, dtype=torch.uint8)
+        self._files[file] = (slab, offsets, specs)
+        if total >= PREFAULT_MIN_BYTES:
+            threading.Thread(target=_prefault, args=(slab.data_ptr(), total), daemon=True, name="servelab-prefault").start()
 
     def fill(self, chunk: Chunk, source: ByteSource) -> None:
         slab, offsets, _ = self._files[chunk.file]
@@ -104,6 +108,24 @@ class CudaSink:
 
     def release(self, file: int) -> None:
         del self._files[file]
+
+
+PREFAULT_MIN_BYTES = 64 << 20
+_MADV_POPULATE_WRITE = 23  # Linux 5.14+
+
+
+def _prefault(address: int, length: int) -> None:
+    """Fault the slab's pages in ahead of the readers, on whatever core is waiting on I/O."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    start = -(-address // mmap.PAGESIZE) * mmap.PAGESIZE
+    end = address + length
+    step = 32 << 20
+    for position in range(start, end, step):
+        if libc.madvise(ctypes.c_void_p(position), ctypes.c_size_t(min(step, end - position)), _MADV_POPULATE_WRITE) != 0:
+            return
 
 
 def as_typed(raw: torch.Tensor, spec: TensorSpec) -> torch.Tensor:
