@@ -78,3 +78,15 @@ def test_filesystems_without_o_direct_fall_back_to_buffered_reads(tmp_path: Path
         assert_identical(load(str(path), chunk_size=4999), load_file(source))
     finally:
         path.unlink()
+
+
+@pytest.mark.parametrize("cold", [False, True])
+def test_prefaulted_slabs_hold_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cold: bool) -> None:
+    from servelab.loader import sinks
+
+    monkeypatch.setattr(sinks, "PREFAULT_MIN_BYTES", 1)  # take the prefault path for this small file
+    path = write_checkpoint(tmp_path / "model.safetensors")
+    expected = {name: tensor.clone() for name, tensor in load_file(path).items()}
+    if cold:
+        evict(path)
+    assert_identical(load(str(path), chunk_size=1 << 20), expected)
