@@ -1,4 +1,5 @@
-"""Is a byte range of a file in the page cache? Asked with mincore(2), which triggers no I/O.
+"""Page-level memory calls: is a file range in the page cache (mincore(2), no I/O), and faulting
+a buffer's pages in ahead of use (madvise(2) MADV_POPULATE_WRITE).
 
 (``preadv`` with ``RWF_NOWAIT`` would answer too, but on a miss it starts readahead, and the
 O_DIRECT read that follows then reads the same bytes a second time: measured 1.1 vs 1.6 GB/s.)
@@ -17,6 +18,10 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _mincore = _libc.mincore
 _mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
 _mincore.restype = ctypes.c_int
+_madvise = _libc.madvise
+_madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_madvise.restype = ctypes.c_int
+MADV_POPULATE_WRITE = 23  # Linux 5.14+
 
 
 class PageCacheProbe:
@@ -39,3 +44,15 @@ class PageCacheProbe:
 
     def close(self) -> None:
         self._map.close()
+
+
+def prefault(address: int, length: int, step: int = 32 << 20) -> None:
+    """Fault in the pages of [address, address + length) for writing, ``step`` bytes per call.
+
+    Stops quietly where the kernel lacks MADV_POPULATE_WRITE: the pages then fault on first use.
+    """
+    start = -(-address // PAGE) * PAGE
+    end = address + length
+    for position in range(start, end, step):
+        if _madvise(position, min(step, end - position), MADV_POPULATE_WRITE) != 0:
+            return

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from servelab.errors import DeviceError
 from servelab.loader.format import DTYPES, TensorSpec
+from servelab.loader.pagecache import prefault
 from servelab.loader.plan import Chunk, pack_offsets
 from servelab.loader.sources import ByteSource
 
@@ -43,7 +44,8 @@ class HostSink:
         slab = torch.empty(total, dtype=torch.uint8)
         self._files[file] = (slab, offsets, specs)
         if total >= PREFAULT_MIN_BYTES:
-            threading.Thread(target=_prefault, args=(slab.data_ptr(), total), daemon=True, name="servelab-prefault").start()
+            # Fault the slab in on a side thread, on whatever core is waiting on I/O, ahead of the readers.
+            threading.Thread(target=prefault, args=(slab.data_ptr(), total), daemon=True, name="servelab-prefault").start()
 
     def fill(self, chunk: Chunk, source: ByteSource) -> None:
         slab, offsets, _ = self._files[chunk.file]
@@ -111,21 +113,6 @@ class CudaSink:
 
 
 PREFAULT_MIN_BYTES = 64 << 20
-_MADV_POPULATE_WRITE = 23  # Linux 5.14+
-
-
-def _prefault(address: int, length: int) -> None:
-    """Fault the slab's pages in ahead of the readers, on whatever core is waiting on I/O."""
-    import ctypes
-    import mmap
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    start = -(-address // mmap.PAGESIZE) * mmap.PAGESIZE
-    end = address + length
-    step = 32 << 20
-    for position in range(start, end, step):
-        if libc.madvise(ctypes.c_void_p(position), ctypes.c_size_t(min(step, end - position)), _MADV_POPULATE_WRITE) != 0:
-            return
 
 
 def as_typed(raw: torch.Tensor, spec: TensorSpec) -> torch.Tensor:

@@ -10,6 +10,7 @@ from typing import Any
 from servelab.errors import DeploymentError, LoaderError
 from servelab.serving.cluster import current
 from servelab.serving.fragmentation import fits
+from servelab.serving.snapshot import format_resources
 
 
 @dataclass
@@ -229,9 +230,9 @@ def _check_some_node_fits(name: str, shape: dict[str, float]) -> None:
 
     nodes = [n for n in snapshot().nodes if not n.draining]
     if not any(fits(n.total, shape) for n in nodes):
-        offered = sorted({", ".join(f"{k} {v:g}" for k, v in sorted(n.total.items()) if k != "memory") for n in nodes})
+        offered = sorted({format_resources({k: v for k, v in n.total.items() if k != "memory"}) for n in nodes})
         raise DeploymentError(
-            f"{name!r}: a replica needs {', '.join(f'{k} {v:g}' for k, v in shape.items() if v)}, which no node of "
+            f"{name!r}: a replica needs {format_resources(shape)}, which no node of "
             f"this cluster can ever hold (nodes offer: {'; '.join(offered)}). Ask for less, or add a bigger node."
         )
 

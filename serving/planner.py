@@ -19,7 +19,7 @@ import numpy as np
 
 from servelab.errors import CompactionError
 from servelab.serving.fragmentation import EPSILON, label_match, lower_bound, nodes_in_use
-from servelab.serving.snapshot import Node, Replica, Snapshot
+from servelab.serving.snapshot import Node, Replica, Snapshot, format_resources
 
 Objective = Literal["nodes", "cost"]
 RESOURCE_WEIGHTS = {"GPU": 100.0, "CPU": 10.0, "memory": 1.0}  # best-fit leftover: GPU first, as Ray
@@ -186,7 +186,7 @@ def _heuristic(model: _Model, max_moves: int | None) -> tuple[list[int], dict[in
             if replica.max_replicas_per_node is not None:
                 ok &= trial_counts[replica.key] < replica.max_replicas_per_node
             if not ok.any():
-                reason = f"replica {replica.id} ({replica.app}/{replica.deployment}, needs {_fmt(replica.resources)}) fits on no node that stays"
+                reason = f"replica {replica.id} ({replica.app}/{replica.deployment}, needs {format_resources(replica.resources)}) fits on no node that stays"
                 break
             leftover = np.where(ok, ((trial_free - model.need[r]) * weight).sum(axis=1), np.inf)
             target = int(np.argmin(leftover))
@@ -338,6 +338,3 @@ def _result(
         planning_s=planning_s,
     )
 
-
-def _fmt(resources: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:g}" for k, v in sorted(resources.items()) if v)

@@ -21,6 +21,11 @@ def default_cost(total: dict[str, float]) -> float:
     return sum(price * total.get(resource, 0.0) for resource, price in DEFAULT_PRICES.items())
 
 
+def format_resources(resources: dict[str, float]) -> str:
+    """``{"GPU": 0.5, "CPU": 2}`` as ``"CPU 2, GPU 0.5"`` for messages: sorted, zeros left out."""
+    return ", ".join(f"{k} {v:g}" for k, v in sorted(resources.items()) if v)
+
+
 @dataclass(frozen=True)
 class Node:
     """One node: its totals, what is free now, labels, state and price."""
