@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from servelab.serving.fragmentation import EPSILON, label_match, nodes_in_use
+from servelab.serving.fragmentation import nodes_in_use
+from servelab.serving.placement import EPSILON, label_match
 from servelab.serving.snapshot import Node, Replica, Snapshot
 
 ORDER = ["GPU", "CPU", "memory"]  # Ray's priority when comparing resource amounts

@@ -11,7 +11,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class LoadProgress:
-    """One progress event: how much of a checkpoint has arrived so far."""
+    """One progress event: how much of a checkpoint, and of each of its files, has arrived so far."""
 
     uri: str
     bytes_done: int
@@ -19,10 +19,16 @@ class LoadProgress:
     tensors_done: int
     tensors_total: int
     elapsed_s: float
+    files: tuple[tuple[str, int, int], ...] = ()  # (file URI, bytes done, bytes total) per file
 
     @property
     def fraction(self) -> float:
         return self.bytes_done / self.bytes_total if self.bytes_total else 1.0
+
+    @property
+    def gbps(self) -> float:
+        """Throughput so far, in GB/s."""
+        return self.bytes_done / self.elapsed_s / 1e9 if self.elapsed_s > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -35,19 +41,24 @@ Progress = bool | ProgressCallback | None
 class ProgressReporter:
     """Turns byte and tensor counts into LoadProgress events for a callback and/or a tqdm bar."""
 
-    def __init__(self, uri: str, bytes_total: int, tensors_total: int, progress: Progress) -> None:
+    def __init__(self, uri: str, files: list[tuple[str, int]], tensors_total: int, progress: Progress) -> None:
         self._uri = uri
-        self._bytes_total = bytes_total
+        self._files = [name for name, _ in files]
+        self._file_totals = [size for _, size in files]
+        self._file_done = [0] * len(files)
+        self._bytes_total = sum(self._file_totals)
         self._tensors_total = tensors_total
         self._callback = progress if callable(progress) else None
         show_bar = progress is True or (progress is None and _in_notebook())
-        self._bar = _tqdm_bar(uri, bytes_total) if show_bar else None
+        self._bar = _tqdm_bar(uri, self._bytes_total) if show_bar else None
         self._started = time.perf_counter()
         self.bytes_done = 0
         self.tensors_done = 0
 
-    def advance(self, nbytes: int = 0, tensors: int = 0) -> None:
+    def advance(self, nbytes: int = 0, tensors: int = 0, file: int | None = None) -> None:
         self.bytes_done += nbytes
+        if file is not None:
+            self._file_done[file] += nbytes
         self.tensors_done += tensors
         if self._bar is not None and nbytes:
             self._bar.update(nbytes)
@@ -60,6 +71,7 @@ class ProgressReporter:
                     self.tensors_done,
                     self._tensors_total,
                     time.perf_counter() - self._started,
+                    tuple(zip(self._files, self._file_done, self._file_totals, strict=True)),
                 )
             )
 

@@ -102,7 +102,7 @@ class _Pipeline:
         sink = self._sink()
         reporter = ProgressReporter(
             self._uri,
-            sum(spec.nbytes for file in files for spec in file.selected),
+            [(file.header.uri, sum(spec.nbytes for spec in file.selected)) for file in files],
             sum(len(file.selected) for file in files),
             self._progress,
         )
@@ -134,7 +134,7 @@ class _Pipeline:
                 future = finished.get()
                 chunk = in_flight.pop(future)
                 future.result()  # re-raises a read error here, in the consumer's thread
-                reporter.advance(nbytes=chunk.length)
+                reporter.advance(nbytes=chunk.length, file=chunk.file)
                 for segment in chunk.segments:
                     left = bytes_left[chunk.file]
                     left[segment.tensor] -= segment.length

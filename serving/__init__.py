@@ -9,28 +9,35 @@
 >>> serving.compact()
 """
 
-from servelab.serving.cluster import NodeType, add_node, connect, down, remove_node, up
+from servelab.serving.cluster import add_node, connect, down, remove_node, up
+from servelab.serving.context import NodeType
 from servelab.serving.deployments import (
-    DeploymentInfo,
+    DeployProgress,
+    WeightLoad,
     all_healthy,
     delete,
     delete_all,
     deploy,
     deployments,
+    find,
     handle,
     scale,
     url,
     wait_healthy,
+    weight_loads,
 )
+from servelab.serving.discovery import ClusterRecord, find_clusters
 from servelab.serving.executor import CompactionEvent, CompactionReport, LatencyStats, LoadProbe, compact
 from servelab.serving.fragmentation import Fragmentation, fragmentation
-from servelab.serving.planner import Move, Plan, PlanError, plan
+from servelab.serving.planner import Move, Plan, PlanError, plan, projected
 from servelab.serving.reader import snapshot
-from servelab.serving.snapshot import Node, Replica, Snapshot
+from servelab.serving.snapshot import DeploymentInfo, Node, Replica, Snapshot
 
 __all__ = [
+    "ClusterRecord",
     "CompactionEvent",
     "CompactionReport",
+    "DeployProgress",
     "DeploymentInfo",
     "Fragmentation",
     "LatencyStats",
@@ -48,16 +55,21 @@ __all__ = [
     "connect",
     "delete",
     "delete_all",
+    "find",
+    "find_clusters",
     "deploy",
     "deployments",
     "down",
     "fragmentation",
     "handle",
     "plan",
+    "projected",
     "remove_node",
     "scale",
     "snapshot",
     "up",
     "url",
     "wait_healthy",
+    "weight_loads",
+    "WeightLoad",
 ]

@@ -1,9 +1,11 @@
 """The cluster servelab works on: an embedded multi-node Ray cluster on this machine, or any Ray cluster.
 
-``up()`` starts one raylet per node with ``ray.cluster_utils.Cluster`` (logical GPUs where the machine
-has none) and Serve with pack scheduling; ``connect()`` attaches to an existing cluster; ``down()``
-stops only what ``up()`` started. Adding and removing nodes of the embedded cluster stands in for an
-autoscaler; on a real cluster servelab never removes nodes, it leaves idle ones to the autoscaler.
+``up()`` starts one raylet per node (logical GPUs where the machine has none) and Serve with pack
+scheduling, in this process, which owns the cluster; ``connect()`` attaches to a running one (by
+address, ``RAY_ADDRESS`` or a discovery record); ``down()`` stops only what ``up()`` started.
+Both write a discovery record so other kernels and the Jupyter server can find the cluster.
+Adding and removing nodes of the embedded cluster stands in for an autoscaler; on a real cluster
+servelab never removes nodes, it leaves idle ones to the autoscaler.
 """
 
 from __future__ import annotations
@@ -11,49 +13,15 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
-from dataclasses import dataclass, field
 from typing import Any
 
 from servelab.errors import ClusterError
+from servelab.serving import context, discovery, ray_adapter
+from servelab.serving.context import NodeType, Session
 
 log = logging.getLogger("servelab.serving")
 NODE_TYPE_LABEL = "servelab.io/node-type"
 SERVE_PORT = 8000
-
-
-@dataclass(frozen=True)
-class NodeType:
-    """A kind of worker node: its resources, labels and price per hour (None: priced by resources)."""
-
-    cpus: float = 1
-    gpus: float = 0
-    memory: int | None = None
-    labels: dict[str, str] = field(default_factory=dict)
-    cost_per_hour: float | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("cpus", "gpus", "memory"):
-            value = getattr(self, name)
-            if value is None and name == "memory":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise ClusterError(f"{name}={value!r}: resources must be non-negative numbers.")
-        if self.cost_per_hour is not None and (not isinstance(self.cost_per_hour, int | float) or self.cost_per_hour < 0):
-            raise ClusterError(f"cost_per_hour={self.cost_per_hour!r} must be a non-negative number.")
-
-
-@dataclass
-class _Session:
-    address: str
-    embedded: Any | None  # ray.cluster_utils.Cluster when servelab started it
-    node_types: dict[str, NodeType]
-    nodes: dict[str, Any] = field(default_factory=dict)  # node id -> ray._private.node.Node (embedded)
-    http_port: int = SERVE_PORT
-
-
-_session: _Session | None = None
-_lock = threading.Lock()
 
 
 def up(
@@ -62,107 +30,100 @@ def up(
     gpus_per_node: float = 2,
     memory_per_node: int | None = None,
     node_types: dict[str, dict[str, Any]] | None = None,
-    http_port: int = SERVE_PORT,
+    http_port: int | None = None,
 ) -> str:
     """Start the embedded cluster: a head plus ``nodes`` workers (or ``node_types`` counts), and Serve.
 
     ``node_types`` maps a name to ``{"count": n, "cpus": .., "gpus": .., "memory": .., "labels": {..},
-    "cost_per_hour": ..}``. GPUs are logical where the machine has none. Returns the cluster address.
+    "cost_per_hour": ..}``. GPUs are logical where the machine has none. Serve's HTTP proxy listens
+    on 127.0.0.1:``http_port`` (default 8000, or a free port when 8000 is taken). Returns the address.
 
     >>> up(nodes=3, gpus_per_node=2)
     '192.0.2.2:6379'
     """
-    global _session
     types, counts = _node_plan(nodes, cpus_per_node, gpus_per_node, memory_per_node, node_types)
-    with _lock:
-        if _session is not None:
-            raise ClusterError(
-                f"a cluster is already {'up' if _session.embedded else 'connected'} at {_session.address}; "
-                "call down() first, or keep using it."
-            )
-        os.environ["RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY"] = "1"
-        os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
-        import ray
-        from ray.cluster_utils import Cluster
-
-        if ray.is_initialized():
+    http_port = _serve_port(http_port)
+    with context.lock:
+        _refuse_second_session()
+        if ray_adapter.is_initialized():
             raise ClusterError("Ray is already initialised in this process; call ray.shutdown() or use connect().")
-        cluster = Cluster(
-            initialize_head=True,
-            head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": False},
-        )
-        session = _Session(cluster.address, cluster, types, http_port=http_port)
+        cluster = ray_adapter.start_embedded()
+        session = Session(cluster.address, cluster, types)
         try:
             for name, count in counts.items():
                 for _ in range(count):
                     _add_worker(session, name)
-            ray.init(address=cluster.address, log_to_driver=False, logging_level=logging.WARNING)
-            cluster.wait_for_nodes()
-            _start_serve(http_port)
+            ray_adapter.init(cluster.address)
+            ray_adapter.wait_for_nodes(cluster)
+            ray_adapter.start_serve(http_port)
         except BaseException:
-            ray.shutdown()
-            cluster.shutdown()
+            ray_adapter.shutdown()
+            ray_adapter.stop_embedded(cluster)
             raise
-        _session = session
+        session.record = discovery.write_record(cluster.address, http_port, None, embedded=True)
+        context.set_session(session)
         log.info("embedded cluster up at %s with %d workers", cluster.address, sum(counts.values()))
-        return cluster.address
+        return str(cluster.address)
 
 
-def connect(address: str = "auto", http_port: int = SERVE_PORT, node_types: dict[str, dict[str, Any]] | None = None) -> str:
-    """Attach to a running Ray cluster (``"auto"``, ``"host:6379"`` or ``"ray://host:10001"``) and its Serve.
+def connect(address: str | None = None, http_port: int = SERVE_PORT, node_types: dict[str, dict[str, Any]] | None = None) -> str:
+    """Attach to a running Ray cluster and its Serve; returns the address attached to.
+
+    ``address`` is ``"host:6379"``, ``"ray://host:10001"`` or ``"auto"``; with None, ``RAY_ADDRESS``
+    or else the newest cluster another kernel on this machine started (its discovery record).
 
     >>> connect("ray://head.example:10001")
+    >>> connect()  # the cluster a notebook on this machine started with up()
     """
-    global _session
     types = _node_plan(0, 0, 0, None, node_types)[0] if node_types else {}
-    with _lock:
-        if _session is not None:
-            raise ClusterError(f"already attached to {_session.address}; call down() first.")
-        import ray
-
+    with context.lock:
+        _refuse_second_session()
+        address, http_port = _resolve(address, http_port)
         try:
             _check_reachable(address)
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+            dashboard = ray_adapter.init(address)
         except (ConnectionError, RuntimeError, ValueError, OSError) as exc:
             raise ClusterError(
-                f"no Ray cluster answers at {address!r} ({exc}). Start one with 'ray start --head', "
-                "check the address, or use up() for an embedded cluster."
+                f"no Ray cluster answers at {address!r} ({exc}). Check the address, start one with "
+                "'ray start --head', or use up() for an embedded cluster."
             ) from None
-        _start_serve(http_port)
-        _session = _Session(address, None, types, http_port=http_port)
+        try:
+            ray_adapter.start_serve(http_port)
+        except BaseException:
+            ray_adapter.shutdown()
+            raise
+        session = Session(address, None, types)
+        session.record = discovery.write_record(address, ray_adapter.serve_state().http_port, dashboard, embedded=False)
+        context.set_session(session)
         return address
 
 
 def down() -> None:
-    """Stop what up() started (Serve, the raylets), or detach from a connected cluster; idempotent."""
-    global _session
-    with _lock:
-        session, _session = _session, None
+    """Stop what up() started (Serve, the raylets), or detach from a connected cluster; idempotent.
+
+    >>> down()
+    """
+    with context.lock:
+        session = context.set_session(None)
         if session is None:
             return
-        import ray
-        from ray import serve
-
-        if session.embedded is not None:
-            try:
-                serve.shutdown()
-            finally:
-                ray.shutdown()
-                session.embedded.shutdown()
-        else:
-            ray.shutdown()
-
-
-def current() -> _Session:
-    """The session up() or connect() made; a clear error when there is none."""
-    if _session is None:
-        raise ClusterError("no cluster: call servelab.serving.up() (embedded) or connect(address) first.")
-    return _session
+        discovery.remove_record(session.record)
+        if session.embedded is None:
+            ray_adapter.shutdown()
+            return
+        try:
+            ray_adapter.shutdown_serve()
+        finally:
+            ray_adapter.shutdown()
+            ray_adapter.stop_embedded(session.embedded)
 
 
 def add_node(node_type: str | None = None) -> str:
-    """Add a worker to the embedded cluster (the stand-in for an autoscaler); returns its node id."""
-    session = current()
+    """Add a worker to the embedded cluster (the stand-in for an autoscaler); returns its node id.
+
+    >>> add_node("gpu4")
+    """
+    session = context.current()
     if session.embedded is None:
         raise ClusterError("add_node() works on the embedded cluster only; a real cluster's autoscaler adds nodes.")
     name = node_type or next(iter(session.node_types))
@@ -173,27 +134,48 @@ def add_node(node_type: str | None = None) -> str:
 
 def remove_node(node_id: str) -> None:
     """Remove a worker of the embedded cluster (what an autoscaler does to an idle node)."""
-    session = current()
+    session = context.current()
     if session.embedded is None:
         raise ClusterError("servelab never removes nodes of a real cluster; its autoscaler reclaims idle nodes.")
-    node = session.nodes.pop(node_id, None)
+    node = session.workers.pop(node_id, None)
     if node is None:
         raise ClusterError(f"{node_id!r} is not a worker of the embedded cluster.")
-    session.embedded.remove_node(node, allow_graceful=True)
+    ray_adapter.remove_worker(session.embedded, node)
 
 
 def node_type_of(labels: dict[str, str]) -> str | None:
     return labels.get(NODE_TYPE_LABEL)
 
 
-def _add_worker(session: _Session, name: str) -> str:
+def _add_worker(session: Session, name: str) -> str:
     spec = session.node_types[name]
-    args: dict[str, Any] = {"num_cpus": spec.cpus, "num_gpus": spec.gpus, "labels": {**spec.labels, NODE_TYPE_LABEL: name}}
-    if spec.memory is not None:
-        args["memory"] = spec.memory
-    node = session.embedded.add_node(**args)
-    session.nodes[node.node_id] = node
-    return node.node_id
+    node_id, node = ray_adapter.add_worker(
+        session.embedded, spec.cpus, spec.gpus, spec.memory, {**spec.labels, NODE_TYPE_LABEL: name}
+    )
+    session.workers[node_id] = node
+    return str(node_id)
+
+
+def _refuse_second_session() -> None:
+    session = context.get()
+    if session is not None:
+        state = "up" if session.owner else "connected"
+        raise ClusterError(f"a cluster is already {state} at {session.address}; call down() first, or keep using it.")
+
+
+def _resolve(address: str | None, http_port: int) -> tuple[str, int]:
+    """The address to attach to: the argument, RAY_ADDRESS, or the newest discovery record."""
+    if address:
+        return address, http_port
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"], http_port
+    records = discovery.find_clusters()
+    if not records:
+        raise ClusterError(
+            "no cluster to attach to: none is recorded on this machine and RAY_ADDRESS is unset. "
+            "Give an address (connect('host:6379')), or start one with up()."
+        )
+    return records[0].address, records[0].http_port or http_port
 
 
 def _node_plan(
@@ -204,8 +186,8 @@ def _node_plan(
             raise ClusterError(f"nodes={nodes!r} must be a positive integer.")
         return {"worker": NodeType(cpus, gpus, memory)}, {"worker": nodes}
     types, counts = {}, {}
-    for name, spec in node_types.items():
-        spec = dict(spec)
+    for name, given in node_types.items():
+        spec = dict(given)
         count = spec.pop("count", 1)
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise ClusterError(f"node type {name!r}: count={count!r} must be a non-negative integer.")
@@ -217,6 +199,20 @@ def _node_plan(
     return types, counts
 
 
+def _serve_port(port: int | None) -> int:
+    """The port Serve's proxy will take: the one asked for if free, else 8000 or any free one."""
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
+        raise ClusterError(f"http_port={port!r} must be a TCP port number (1-65535).")
+    for candidate in (port,) if port is not None else (SERVE_PORT, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise ClusterError(f"port {port} on 127.0.0.1 is taken; pass another http_port, or none to pick a free one.")
+
+
 def _check_reachable(address: str, timeout_s: float = 3.0) -> None:
     """Fail fast where nothing listens: ray.init waits minutes for a GCS that is not there."""
     if address == "auto":
@@ -226,10 +222,3 @@ def _check_reachable(address: str, timeout_s: float = 3.0) -> None:
         raise ValueError("expected 'auto', 'host:port' or 'ray://host:port'")
     with socket.create_connection((host, int(port)), timeout=timeout_s):
         pass
-
-
-def _start_serve(http_port: int) -> None:
-    from ray import serve
-
-    # One proxy, on the head: the proxy of a node being drained would drop its requests.
-    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": http_port})

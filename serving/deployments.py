@@ -1,44 +1,49 @@
-"""Deployments: a class or function served by Ray Serve, its replicas streaming weights with the loader."""
+"""Deployments: a class or function served by Ray Serve, its replicas streaming weights with the loader.
+
+Nothing about deployments is kept in this process: every call reads Serve's own state, so a
+deployment made by another notebook on the same cluster can be scaled, called or deleted here.
+What ``deploy()`` adds to a class (streaming its weights) travels inside the deployed class.
+"""
 
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from servelab.errors import DeploymentError, LoaderError
-from servelab.serving.cluster import current
-from servelab.serving.fragmentation import fits
-from servelab.serving.snapshot import format_resources
+from servelab.serving import context, ray_adapter
+from servelab.serving.placement import fits
+from servelab.serving.snapshot import DeploymentInfo, format_resources
 
-
-@dataclass
-class _Spec:
-    """What deploy() was given, kept so scale() can redeploy the same application."""
-
-    name: str
-    app: str
-    target: Any
-    route_prefix: str | None
-    options: dict[str, Any]
-    init_args: tuple[Any, ...] = ()
-    init_kwargs: dict[str, Any] = field(default_factory=dict)
+WEIGHTS = "weights"  # the kind of the replicas' reports in the cluster's key-value store
+FAILED = ("DEPLOY_FAILED", "UNHEALTHY")
 
 
 @dataclass(frozen=True)
-class DeploymentInfo:
-    name: str
+class WeightLoad:
+    """How one replica streamed its weights."""
+
+    replica: str
+    deployment: str
     app: str
-    status: str
-    target_replicas: int
-    running_replicas: int
-    replicas: int  # in any state: starting, stopping and migrating ones too
-    resources: dict[str, float]
-    route_prefix: str | None
+    node_id: str
+    seconds: float
+    nbytes: int
+
+    @property
+    def gbps(self) -> float:
+        return self.nbytes / self.seconds / 1e9 if self.seconds else 0.0
 
 
-_specs: dict[str, _Spec] = {}
+@dataclass(frozen=True)
+class DeployProgress:
+    """Where a deployment stands while it starts: for progress displays."""
+
+    deployment: DeploymentInfo
+    loads: tuple[WeightLoad, ...]
+    elapsed_s: float
 
 
 def deploy(
@@ -57,139 +62,158 @@ def deploy(
     route_prefix: str | None = "auto",
     init_args: tuple[Any, ...] = (),
     init_kwargs: dict[str, Any] | None = None,
+    timeout_s: float = 600.0,
+    on_progress: Callable[[DeployProgress], None] | None = None,
 ) -> Any:
-    """Serve ``target`` (a class or function) as deployment ``name``; returns its DeploymentHandle.
+    """Serve ``target`` (a class or function) as deployment ``name``; waits until it runs, returns its handle.
 
     With ``weights`` (any fsspec URI of a safetensors checkpoint), each replica's constructor gets
     the state dict streamed by ``servelab.loader`` as its first argument (``weights_options`` go to
-    ``load()``), and the replica records the seconds it took in ``servelab_weights_load_s``.
-    Everything is checked before the cluster changes.
+    ``load()``); each replica reports how long that took (``weight_loads()``). Everything is checked
+    before the cluster changes; a new deployment that fails to start is removed again, so no
+    half-started model stays served. ``on_progress`` is called with a DeployProgress while it starts.
 
     >>> deploy("classifier", Classifier, replicas=3, gpus=0.5, weights="s3://models/resnet.safetensors")
     """
-    current()
+    context.current()
     options = _validated(name, target, replicas, gpus, cpus, memory, weights, autoscaling, max_replicas_per_node)
     _check_some_node_fits(name, {"CPU": float(cpus), "GPU": float(gpus), **({"memory": float(memory)} if memory else {})})
     if weights is not None:
         _check_weights(name, weights, weights_options or {})
         target = _with_weights(target, weights, weights_options or {})
     app = app or name
-    spec = _Spec(name, app, target, f"/{app}" if route_prefix == "auto" else route_prefix, options, tuple(init_args), dict(init_kwargs or {}))
-    handle = _run(spec)
-    _specs[name] = spec
-    return handle
+    prefix = f"/{app}" if route_prefix == "auto" else route_prefix
+    existed = any(d.app == app for d in ray_adapter.serve_state().deployments)
+    ray_adapter.forget(WEIGHTS, f"{app}/{name}/")
+    ray_adapter.run_app(target, name, app, prefix, options, tuple(init_args), dict(init_kwargs or {}))
+    try:
+        _wait_running(name, app, timeout_s, on_progress)
+    except DeploymentError:
+        if not existed:
+            ray_adapter.delete_app(app)
+        raise
+    return ray_adapter.deployment_handle(name, app)
 
 
-def scale(name: str, replicas: int) -> None:
+def scale(name: str, replicas: int, app: str | None = None) -> None:
     """Set deployment ``name`` to ``replicas`` replicas (scaling down leaves fragmentation behind).
 
     >>> scale("classifier", 1)
     """
-    spec = _spec(name)
+    info = find(name, app)
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
         raise DeploymentError(f"replicas={replicas!r} must be a non-negative integer.")
-    if "autoscaling_config" in spec.options:
+    if info.autoscaling:
         raise DeploymentError(f"{name!r} autoscales; change its autoscaling bounds instead of scaling it by hand.")
-    import ray
-    from ray.serve._private.common import DeploymentID
-    from ray.serve.context import _get_global_client
-
-    # Serve's external-scaling call changes the target alone; redeploying would restart every replica.
-    controller = _get_global_client()._controller
-    ray.get(controller.update_deployment_replicas.remote(DeploymentID(name=spec.name, app_name=spec.app), replicas))
-    spec.options = {**spec.options, "num_replicas": replicas}
+    ray_adapter.set_target_replicas(info.app, info.name, replicas)
 
 
-def delete(name: str) -> None:
-    """Remove deployment ``name`` and its application."""
-    from ray import serve
+def delete(name: str, app: str | None = None) -> None:
+    """Remove deployment ``name`` with its application.
 
-    spec = _spec(name)
-    serve.delete(spec.app)
-    del _specs[name]
+    >>> delete("classifier")
+    """
+    info = find(name, app)
+    ray_adapter.delete_app(info.app)
+    ray_adapter.forget(WEIGHTS, f"{info.app}/")
 
 
 def delete_all() -> None:
     """Remove every Serve application on the cluster, servelab's or not."""
-    from ray import serve
-
-    from servelab.serving.reader import serve_details
-
-    current()
-    for app in list(serve_details().get("applications", {})):
-        serve.delete(app)
-    _specs.clear()
+    context.current()
+    for app in sorted({d.app for d in ray_adapter.serve_state().deployments}):
+        ray_adapter.delete_app(app)
+        ray_adapter.forget(WEIGHTS, f"{app}/")
 
 
-def handle(name: str) -> Any:
-    """The DeploymentHandle of ``name``, to call it from Python or pass it to another deployment."""
-    from ray import serve
+def handle(name: str, app: str | None = None) -> Any:
+    """The DeploymentHandle of ``name``, to call it from Python or pass it to another deployment.
 
-    spec = _spec(name)
-    return serve.get_deployment_handle(spec.name, app_name=spec.app)
+    >>> await handle("classifier").remote(image)
+    """
+    info = find(name, app)
+    return ray_adapter.deployment_handle(info.name, info.app)
 
 
-def url(name: str) -> str:
-    """The HTTP address of ``name``'s application on the cluster's proxy."""
-    spec = _spec(name)
-    if spec.route_prefix is None:
-        raise DeploymentError(f"{name!r} was deployed with route_prefix=None: call it through handle({name!r}).")
-    return f"http://127.0.0.1:{current().http_port}{spec.route_prefix}"
+def url(name: str, app: str | None = None) -> str:
+    """The HTTP address of ``name``'s application on the cluster's proxy.
+
+    >>> requests.get(url("classifier")).json()
+    """
+    info = find(name, app)
+    if info.route_prefix is None:
+        raise DeploymentError(f"{name!r} has no HTTP route (route_prefix=None): call it through handle({name!r}).")
+    state = ray_adapter.serve_state()
+    host = state.http_host if state.http_host not in (None, "0.0.0.0", "::") else "127.0.0.1"
+    return f"http://{host}:{state.http_port}{info.route_prefix}"
 
 
 def deployments() -> list[DeploymentInfo]:
-    """Every Serve deployment with its status and replica counts."""
-    from servelab.serving.reader import _actor_resources, serve_details
+    """Every Serve deployment on the cluster with its status and replica counts.
 
-    infos = []
-    for app, details in serve_details().get("applications", {}).items():
-        for name, deployment in details.get("deployments", {}).items():
-            config = deployment.get("deployment_config", {})
-            running = sum(1 for r in deployment.get("replicas", []) if str(getattr(r["state"], "value", r["state"])) == "RUNNING")
-            infos.append(
-                DeploymentInfo(
-                    name=name,
-                    app=app,
-                    status=str(getattr(deployment["status"], "value", deployment["status"])),
-                    target_replicas=int(deployment.get("target_num_replicas", config.get("num_replicas") or 0)),
-                    running_replicas=running,
-                    replicas=len(deployment.get("replicas", [])),
-                    resources=_actor_resources(config.get("ray_actor_options") or {}),
-                    route_prefix=details.get("route_prefix"),
-                )
-            )
-    return infos
+    >>> [(d.name, d.running_replicas) for d in deployments()]
+    """
+    context.current()
+    return list(ray_adapter.serve_state().deployments)
+
+
+def find(name: str, app: str | None = None) -> DeploymentInfo:
+    """The deployment called ``name`` (in ``app``, when several applications have one by that name)."""
+    infos = deployments()
+    matches = [d for d in infos if d.name == name and (app is None or d.app == app)]
+    if not matches:
+        known = ", ".join(sorted({d.name for d in infos})) or "none yet"
+        where = f" in application {app!r}" if app else ""
+        raise DeploymentError(f"no deployment named {name!r}{where} on this cluster (deployments: {known}).")
+    if len(matches) > 1:
+        apps = ", ".join(sorted(d.app for d in matches))
+        raise DeploymentError(f"{name!r} is a deployment of several applications ({apps}); pass app=... to choose one.")
+    return matches[0]
+
+
+def weight_loads(name: str | None = None, app: str | None = None) -> list[WeightLoad]:
+    """How each replica streamed its weights (replicas deployed with ``weights=``), oldest first.
+
+    >>> [f"{w.seconds:.2f} s" for w in weight_loads("classifier")]
+    """
+    context.current()
+    prefix = f"{app}/" if app else ""
+    loads = [WeightLoad(**value) for value in ray_adapter.reports(WEIGHTS, prefix).values()]
+    return [w for w in loads if name is None or w.deployment == name]
 
 
 def all_healthy() -> bool:
     """True when every deployment is HEALTHY, running exactly its target replicas, none in transition."""
-    infos = deployments()
-    return all(i.status == "HEALTHY" and i.running_replicas == i.replicas == i.target_replicas for i in infos)
+    return all(d.healthy for d in deployments())
 
 
 def wait_healthy(timeout_s: float = 120.0) -> None:
+    """Wait until every deployment is healthy at its target (after scale(), say)."""
     deadline = time.monotonic() + timeout_s
     while not all_healthy():
         if time.monotonic() > deadline:
-            raise DeploymentError(f"deployments not healthy after {timeout_s:.0f} s: {deployments()}")
+            unhealthy = [f"{d.name} {d.status} {d.running_replicas}/{d.target_replicas}" for d in deployments() if not d.healthy]
+            raise DeploymentError(f"deployments not healthy after {timeout_s:.0f} s: {', '.join(unhealthy)}")
         time.sleep(0.5)
 
 
-def _run(spec: _Spec) -> Any:
-    from ray import serve
-
-    deployment = serve.deployment(spec.target, name=spec.name, **spec.options)
-    application = deployment.bind(*spec.init_args, **spec.init_kwargs)
-    return serve.run(application, name=spec.app, route_prefix=spec.route_prefix, external_scaler_enabled=True)
-
-
-
-def _spec(name: str) -> _Spec:
-    current()
-    if name not in _specs:
-        known = ", ".join(sorted(_specs)) or "none yet"
-        raise DeploymentError(f"no deployment named {name!r} (deployed here: {known}).")
-    return _specs[name]
+def _wait_running(name: str, app: str, timeout_s: float, on_progress: Callable[[DeployProgress], None] | None) -> None:
+    started = time.monotonic()
+    while True:
+        info = next((d for d in deployments() if d.name == name and d.app == app), None)
+        if info is not None and on_progress is not None:
+            on_progress(DeployProgress(info, tuple(weight_loads(name, app)), time.monotonic() - started))
+        if info is not None and info.healthy:
+            return
+        if info is not None and info.status in FAILED:
+            detail = info.message.strip().splitlines()[-1] if info.message.strip() else info.status
+            raise DeploymentError(f"{name!r} failed to start: {detail}. Fix the class and deploy again.")
+        if time.monotonic() - started > timeout_s:
+            raise DeploymentError(
+                f"{name!r} was not running after {timeout_s:.0f} s "
+                f"({info.running_replicas if info else 0} replica(s) up); is the cluster big enough?"
+            )
+        time.sleep(0.25)
 
 
 def _validated(
@@ -239,20 +263,16 @@ def _check_some_node_fits(name: str, shape: dict[str, float]) -> None:
 
 def _check_weights(name: str, uri: str, options: dict[str, Any]) -> None:
     """Read the checkpoint's headers now, so a bad URI fails here and not in every replica."""
-    from servelab.loader.checkpoint import open_checkpoint
-    from servelab.loader.retry import RetryPolicy
+    from servelab.loader import inspect
 
-    with ThreadPoolExecutor(4) as pool:
-        try:
-            files = open_checkpoint(uri, options.get("storage_options"), options.get("include"), RetryPolicy(attempts=2), pool)
-        except LoaderError as exc:
-            raise DeploymentError(f"{name!r}: weights cannot be loaded: {exc}") from exc
-    for file in files:
-        file.source.close()
+    try:
+        inspect(uri, options.get("storage_options"), options.get("include"))
+    except LoaderError as exc:
+        raise DeploymentError(f"{name!r}: weights cannot be loaded: {exc}") from exc
 
 
 def _with_weights(cls: type, uri: str, options: dict[str, Any]) -> type:
-    """A subclass of ``cls`` whose constructor streams the weights and passes them first."""
+    """A subclass of ``cls`` whose constructor streams the weights, passes them first, and reports the load."""
 
     class WithWeights(cls):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -261,8 +281,18 @@ def _with_weights(cls: type, uri: str, options: dict[str, Any]) -> type:
             started = time.perf_counter()
             state = load(uri, device="auto", progress=False, **options)
             self.servelab_weights_load_s = time.perf_counter() - started
+            _report_load(self.servelab_weights_load_s, sum(t.nbytes for t in state.values()))
             super().__init__(state, *args, **kwargs)
 
     WithWeights.__name__ = cls.__name__
     WithWeights.__qualname__ = cls.__qualname__
     return WithWeights
+
+
+def _report_load(seconds: float, nbytes: int) -> None:
+    identity = ray_adapter.replica_identity()
+    if identity is None:
+        return
+    app, deployment, replica = identity
+    record = WeightLoad(replica, deployment, app, ray_adapter.current_node_id(), seconds, nbytes)
+    ray_adapter.report(WEIGHTS, f"{app}/{deployment}/{replica}", record.__dict__)

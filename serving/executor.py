@@ -18,10 +18,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from servelab.errors import CompactionError, StalePlanError
-from servelab.serving.cluster import current, remove_node
-from servelab.serving.deployments import all_healthy
-from servelab.serving.fragmentation import fits, label_match
-from servelab.serving.planner import Plan, plan as make_plan
+from servelab.serving import context, ray_adapter
+from servelab.serving.cluster import remove_node
+from servelab.serving.placement import fits, label_match
+from servelab.serving.planner import Plan
+from servelab.serving.planner import plan as make_plan
 from servelab.serving.reader import snapshot
 from servelab.serving.snapshot import Snapshot
 
@@ -139,7 +140,7 @@ def compact(
     >>> report.nodes_freed, report.replicas_moved
     """
     started = time.monotonic()
-    session = current()
+    session = context.current()
     snap = snapshot()
     if plan is None:
         plan = make_plan(snap, **plan_options)
@@ -215,11 +216,7 @@ def compact(
 
 
 def _drain(node_id: str) -> None:
-    import ray
-    from ray.core.generated.autoscaler_pb2 import DrainNodeReason
-
-    gcs = ray._private.worker.global_worker.gcs_client
-    accepted, rejection = gcs.drain_node(node_id, DrainNodeReason.DRAIN_NODE_REASON_PREEMPTION, "servelab compaction", 0)
+    accepted, rejection = ray_adapter.drain_node(node_id, "servelab compaction")
     if not accepted:
         raise CompactionError(f"Ray refused to drain {node_id}: {rejection}")
 
@@ -232,7 +229,7 @@ def _wait_migrated(node_id: str, expected: set[str], timeout_s: float) -> str:
         lost = _lost_nodes(expected - {node_id}, snap)
         if lost:
             return lost
-        if not snap.replicas_on(node_id) and all_healthy():
+        if not snap.replicas_on(node_id) and snap.all_healthy():
             return ""
         time.sleep(POLL_S)
     return f"replicas had not left {node_id} after {timeout_s:.0f} s; it stays drained, its replicas keep serving"

@@ -22,9 +22,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from servelab.serving.placement import EPSILON, fits
 from servelab.serving.snapshot import Node, Replica, Snapshot
-
-EPSILON = 1e-6
 
 
 @dataclass(frozen=True)
@@ -36,15 +35,6 @@ class Fragmentation:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def fits(free: dict[str, float], need: dict[str, float]) -> bool:
-    """Whether ``need`` fits into ``free`` (absent resources count as zero)."""
-    return all(free.get(name, 0.0) + EPSILON >= amount for name, amount in need.items() if amount > 0)
-
-
-def label_match(node: Node, selector: dict[str, str]) -> bool:
-    return all(node.labels.get(key) == value for key, value in selector.items())
 
 
 def worker_nodes(snapshot: Snapshot, keep: Iterable[str] = ()) -> list[Node]:
@@ -78,21 +68,31 @@ def lower_bound(snapshot: Snapshot, keep: Iterable[str] = ()) -> int:
     return bound
 
 
-def stranded(snapshot: Snapshot) -> dict[str, float]:
-    """Free capacity per resource that the running replica shapes cannot use (see module docstring)."""
+def stranded_by_node(snapshot: Snapshot) -> dict[str, dict[str, float]]:
+    """Per alive, non-draining node: free capacity the running replica shapes cannot use (module docstring)."""
     shapes = Counter(_shape(r) for r in snapshot.replicas)
     total = sum(shapes.values())
-    result = dict.fromkeys(snapshot.resource_names, 0.0)
-    if not total:
-        return result
+    names = snapshot.resource_names
+    result = {}
     for node in snapshot.nodes:
         if not node.alive or node.draining:
             continue
+        amounts = dict.fromkeys(names, 0.0)
         for shape, count in shapes.items():
             if not fits(node.available, dict(shape)):
                 for name, free in node.available.items():
-                    if name in result:
-                        result[name] += free * count / total
+                    if name in amounts:
+                        amounts[name] += free * count / total
+        result[node.id] = amounts
+    return result
+
+
+def stranded(snapshot: Snapshot) -> dict[str, float]:
+    """Free capacity per resource that the running replica shapes cannot use, summed over nodes."""
+    result = dict.fromkeys(snapshot.resource_names, 0.0)
+    for amounts in stranded_by_node(snapshot).values():
+        for name, amount in amounts.items():
+            result[name] += amount
     return result
 
 

@@ -12,13 +12,14 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
 
 from servelab.errors import CompactionError
-from servelab.serving.fragmentation import EPSILON, label_match, lower_bound, nodes_in_use
+from servelab.serving.fragmentation import lower_bound, nodes_in_use
+from servelab.serving.placement import EPSILON, label_match
 from servelab.serving.snapshot import Node, Replica, Snapshot, format_resources
 
 Objective = Literal["nodes", "cost"]
@@ -338,3 +339,34 @@ def _result(
         planning_s=planning_s,
     )
 
+
+
+def projected(snapshot: Snapshot, plan: Plan) -> Snapshot:
+    """The cluster as ``plan`` would leave it: replicas moved to their targets, freed nodes gone.
+
+    >>> after = projected(snap, plan(snap))
+    """
+    moved_out: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    moved_in: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    target = {m.replica: m.target for m in plan.moves}
+    replicas = []
+    for replica in snapshot.replicas:
+        if replica.id in target and replica.node_id is not None:
+            for name, amount in replica.resources.items():
+                moved_out[replica.node_id][name] += amount
+                moved_in[target[replica.id]][name] += amount
+            replica = replace(replica, node_id=target[replica.id])
+        replicas.append(replica)
+    freed = set(plan.nodes_to_free)
+    nodes = tuple(
+        replace(
+            node,
+            available={
+                name: free + moved_out[node.id].get(name, 0.0) - moved_in[node.id].get(name, 0.0)
+                for name, free in node.available.items()
+            },
+        )
+        for node in snapshot.nodes
+        if node.id not in freed
+    )
+    return replace(snapshot, nodes=nodes, replicas=tuple(replicas))

@@ -65,12 +65,34 @@ class Replica:
 
 
 @dataclass(frozen=True)
+class DeploymentInfo:
+    """One Serve deployment: its status, target and replica counts, and what each replica holds."""
+
+    name: str
+    app: str
+    status: str
+    target_replicas: int
+    running_replicas: int
+    replicas: int  # in any state: starting, stopping and migrating ones too
+    resources: dict[str, float]
+    route_prefix: str | None
+    autoscaling: bool = False
+    message: str = ""
+
+    @property
+    def healthy(self) -> bool:
+        """HEALTHY and running exactly its target, no replica in transition."""
+        return self.status == "HEALTHY" and self.running_replicas == self.replicas == self.target_replicas
+
+
+@dataclass(frozen=True)
 class Snapshot:
-    """Nodes and replicas at one moment."""
+    """Nodes, replicas and deployments at one moment."""
 
     nodes: tuple[Node, ...]
     replicas: tuple[Replica, ...]
     taken_at: float = field(default_factory=time.time)
+    deployments: tuple[DeploymentInfo, ...] = ()
 
     def node(self, node_id: str) -> Node:
         for node in self.nodes:
@@ -80,6 +102,15 @@ class Snapshot:
 
     def replicas_on(self, node_id: str) -> list[Replica]:
         return [r for r in self.replicas if r.node_id == node_id]
+
+    @property
+    def workers(self) -> list[Node]:
+        """Alive nodes other than the head."""
+        return [n for n in self.nodes if n.alive and not n.head]
+
+    def all_healthy(self) -> bool:
+        """True when every deployment is HEALTHY at its target with no replica in transition."""
+        return all(d.healthy for d in self.deployments)
 
     @property
     def resource_names(self) -> list[str]:
@@ -105,6 +136,7 @@ class Snapshot:
             nodes=tuple(Node(**n) for n in data["nodes"]),
             replicas=tuple(Replica(**r) for r in data["replicas"]),
             taken_at=data.get("taken_at", 0.0),
+            deployments=tuple(DeploymentInfo(**d) for d in data.get("deployments", ())),
         )
 
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from servelab.serving.fragmentation import fits
+from servelab.serving.placement import fits
 from servelab.serving.snapshot import Node, Replica, Snapshot
 
 GiB = 2**30

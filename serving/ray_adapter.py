@@ -1,0 +1,309 @@
+"""The one door to Ray: every call into Ray's private or internal APIs lives here.
+
+The GCS client (node state, draining), the embedded ``ray.cluster_utils.Cluster``, the Serve
+controller (instance details, the external-scaling call), non-blocking ``serve.run`` and the
+cluster's internal key-value store. Serve's instance details are parsed here, once, into the
+plain dataclasses of ``servelab.serving.snapshot``. A Ray upgrade touches this file alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from servelab.serving.snapshot import DeploymentInfo, Replica
+
+HEAD_MARKER = "node:__internal_head__"
+KEPT_RESOURCES = ("CPU", "GPU", "memory")
+KV_NAMESPACE = "servelab"
+
+
+@dataclass(frozen=True)
+class RawNode:
+    """A node as the GCS reports it, schedulable resources only."""
+
+    id: str
+    alive: bool
+    head: bool
+    total: dict[str, float]
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ServeState:
+    """Serve's view of the cluster: every deployment and replica, and where its proxy listens."""
+
+    deployments: tuple[DeploymentInfo, ...]
+    replicas: tuple[Replica, ...]
+    http_host: str | None
+    http_port: int | None
+
+
+# --- the driver ---------------------------------------------------------------------------------
+
+
+def init(address: str) -> str | None:
+    """Attach this process to the cluster as a driver; returns the dashboard URL, if it has one."""
+    import ray
+
+    context = ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    url = getattr(context, "dashboard_url", None)
+    return (url if "://" in url else f"http://{url}") if url else None
+
+
+def is_initialized() -> bool:
+    import ray
+
+    return bool(ray.is_initialized())
+
+
+def shutdown() -> None:
+    import ray
+
+    ray.shutdown()
+
+
+# --- the embedded cluster -----------------------------------------------------------------------
+
+
+def start_embedded() -> Any:
+    """A head raylet (no GPUs, no dashboard) on this machine, with Serve's pack scheduling on."""
+    os.environ["RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY"] = "1"
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")  # several raylets on 2 cores
+    from ray.cluster_utils import Cluster
+
+    return Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": False})
+
+
+def add_worker(cluster: Any, cpus: float, gpus: float, memory: int | None, labels: dict[str, str]) -> tuple[str, Any]:
+    """Start one worker raylet; returns its node id and the handle remove_worker() takes."""
+    args: dict[str, Any] = {"num_cpus": cpus, "num_gpus": gpus, "labels": labels}
+    if memory is not None:
+        args["memory"] = memory
+    node = cluster.add_node(**args)
+    return node.node_id, node
+
+
+def remove_worker(cluster: Any, node: Any) -> None:
+    # Graceful: the GCS marks the node dead at once (an ungraceful kill stays "alive" for tens of seconds).
+    cluster.remove_node(node, allow_graceful=True)
+
+
+def wait_for_nodes(cluster: Any) -> None:
+    cluster.wait_for_nodes()
+
+
+def stop_embedded(cluster: Any) -> None:
+    cluster.shutdown()
+
+
+# --- nodes --------------------------------------------------------------------------------------
+
+
+def nodes() -> list[RawNode]:
+    """Every node the GCS knows, alive or not."""
+    import ray
+
+    return [
+        RawNode(
+            id=info["NodeID"],
+            alive=bool(info["Alive"]),
+            head=HEAD_MARKER in info["Resources"],
+            total=schedulable(info["Resources"]),
+            labels={k: v for k, v in (info.get("Labels") or {}).items() if not k.startswith("ray.io/")},
+        )
+        for info in ray.nodes()
+    ]
+
+
+def available_per_node() -> dict[str, dict[str, float]]:
+    from ray._private.state import available_resources_per_node
+
+    return {node: schedulable(free) for node, free in available_resources_per_node().items()}
+
+
+def draining_nodes() -> set[str]:
+    return set(_gcs().get_draining_nodes())
+
+
+def drain_node(node_id: str, message: str) -> tuple[bool, str]:
+    """Drain with reason PREEMPTION and no deadline: Serve starts replacements before stopping replicas."""
+    from ray.core.generated.autoscaler_pb2 import DrainNodeReason
+
+    accepted, rejection = _gcs().drain_node(node_id, DrainNodeReason.DRAIN_NODE_REASON_PREEMPTION, message, 0)
+    return bool(accepted), str(rejection)
+
+
+def schedulable(raw: dict[str, float]) -> dict[str, float]:
+    """Schedulable resources only: drop Ray's per-node markers, accelerator types and the object store."""
+    return {
+        k: float(v)
+        for k, v in raw.items()
+        if k in KEPT_RESOURCES or not (k.startswith(("node:", "accelerator_type:")) or k == "object_store_memory")
+    }
+
+
+def _gcs() -> Any:
+    import ray
+
+    return ray._private.worker.global_worker.gcs_client
+
+
+# --- Serve --------------------------------------------------------------------------------------
+
+
+def start_serve(http_port: int) -> None:
+    """Start Serve, or attach to the one running: one proxy on the head, on 127.0.0.1."""
+    from ray import serve
+
+    # A proxy on a node being drained would drop its requests, hence HeadOnly.
+    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": http_port})
+
+
+def shutdown_serve() -> None:
+    from ray import serve
+
+    serve.shutdown()
+
+
+def serve_state() -> ServeState:
+    """Read the Serve controller's instance details (the dashboard's data) and parse them once."""
+    from ray.serve.context import _get_global_client
+
+    return parse_serve_details(_get_global_client().get_serve_details())
+
+
+def parse_serve_details(details: dict[str, Any]) -> ServeState:
+    """Serve's instance details (``get_serve_details()``, ``GET /api/serve/applications/``) as plain data."""
+    deployments, replicas = [], []
+    for app, app_details in (details.get("applications") or {}).items():
+        for name, raw in (app_details.get("deployments") or {}).items():
+            config = raw.get("deployment_config") or {}
+            options = config.get("ray_actor_options") or {}
+            resources = actor_resources(options)
+            selector = {str(k): str(v) for k, v in (options.get("label_selector") or {}).items()}
+            states = [_enum(r.get("state")) for r in raw.get("replicas") or []]
+            for replica, state in zip(raw.get("replicas") or [], states, strict=True):
+                replicas.append(
+                    Replica(
+                        id=replica["replica_id"],
+                        deployment=name,
+                        app=app,
+                        node_id=replica.get("node_id") or None,
+                        resources=resources,
+                        state=state,
+                        label_selector=selector,
+                        max_replicas_per_node=config.get("max_replicas_per_node"),
+                    )
+                )
+            deployments.append(
+                DeploymentInfo(
+                    name=name,
+                    app=app,
+                    status=_enum(raw.get("status")),
+                    message=str(raw.get("message") or ""),
+                    target_replicas=int(raw.get("target_num_replicas", config.get("num_replicas") or 0)),
+                    running_replicas=states.count("RUNNING"),
+                    replicas=len(states),
+                    resources=resources,
+                    route_prefix=app_details.get("route_prefix"),
+                    autoscaling=bool(config.get("autoscaling_config")),
+                )
+            )
+    http = details.get("http_options") or {}
+    port = http.get("port")
+    return ServeState(tuple(deployments), tuple(replicas), http.get("host"), int(port) if port else None)
+
+
+def actor_resources(options: dict[str, Any]) -> dict[str, float]:
+    resources = {"CPU": float(options.get("num_cpus") or 0.0), "GPU": float(options.get("num_gpus") or 0.0)}
+    if options.get("memory"):
+        resources["memory"] = float(options["memory"])
+    resources.update({k: float(v) for k, v in (options.get("resources") or {}).items()})
+    return {k: v for k, v in resources.items() if v}
+
+
+def set_target_replicas(app: str, name: str, replicas: int) -> None:
+    """Serve's external-scaling call: changes the target alone (redeploying would restart every replica)."""
+    import ray
+    from ray.serve._private.common import DeploymentID
+    from ray.serve.context import _get_global_client
+
+    controller = _get_global_client()._controller
+    ray.get(controller.update_deployment_replicas.remote(DeploymentID(name=name, app_name=app), replicas))
+
+
+def run_app(target: Any, name: str, app: str, route_prefix: str | None, options: dict[str, Any], args: tuple, kwargs: dict) -> None:
+    """Deploy ``target`` as application ``app`` and return at once; replicas start in the background."""
+    from ray import serve
+
+    application = serve.deployment(target, name=name, **options).bind(*args, **kwargs)
+    serve._run(application, name=app, route_prefix=route_prefix, _blocking=False, external_scaler_enabled=True)
+
+
+def delete_app(app: str) -> None:
+    from ray import serve
+
+    serve.delete(app)
+
+
+def deployment_handle(name: str, app: str) -> Any:
+    from ray import serve
+
+    return serve.get_deployment_handle(name, app_name=app)
+
+
+# --- what replicas report about themselves ------------------------------------------------------
+
+
+def replica_identity() -> tuple[str, str, str] | None:
+    """(app, deployment, replica id) inside a Serve replica; None elsewhere."""
+    from ray import serve
+    from ray.serve.exceptions import RayServeException
+
+    try:
+        context = serve.get_replica_context()
+    except RayServeException:
+        return None
+    replica_id = context.replica_id
+    return context.app_name, replica_id.deployment_id.name, replica_id.unique_id
+
+
+def current_node_id() -> str:
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
+
+
+def report(kind: str, key: str, value: dict[str, Any]) -> None:
+    """Record ``value`` in the cluster's key-value store under ``kind/key`` (any process may read it)."""
+    from ray.experimental.internal_kv import _internal_kv_put
+
+    _internal_kv_put(f"{kind}/{key}", json.dumps(value), overwrite=True, namespace=KV_NAMESPACE)
+
+
+def forget(kind: str, prefix: str) -> None:
+    """Remove every record of ``kind`` whose key starts with ``prefix``."""
+    from ray.experimental.internal_kv import _internal_kv_del
+
+    _internal_kv_del(f"{kind}/{prefix}", del_by_prefix=True, namespace=KV_NAMESPACE)
+
+
+def reports(kind: str, prefix: str = "") -> dict[str, dict[str, Any]]:
+    """Every record of ``kind`` whose key starts with ``prefix``, by key."""
+    from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_list
+
+    found = {}
+    for raw in _internal_kv_list(f"{kind}/{prefix}", namespace=KV_NAMESPACE):
+        key = raw.decode() if isinstance(raw, bytes) else raw
+        value = _internal_kv_get(key, namespace=KV_NAMESPACE)
+        if value is not None:
+            found[key.removeprefix(f"{kind}/")] = json.loads(value)
+    return found
+
+
+def _enum(value: Any) -> str:
+    return str(getattr(value, "value", value))
