@@ -1,9 +1,14 @@
 """servelab: Ray Serve from JupyterLab, with fast weight streaming and zero-downtime replica compaction.
 
-The front door: the error hierarchy and the version. The capabilities live in subpackages:
-``servelab.loader`` streams safetensors weights from any fsspec URI; ``servelab.serving`` runs
-clusters and deployments and plans and executes compaction.
+The front door: the error hierarchy, the version and ``%load_ext servelab``. The capabilities live
+in subpackages: ``servelab.loader`` streams safetensors weights from any fsspec URI;
+``servelab.serving`` runs clusters and deployments and plans and executes compaction;
+``servelab.kernel`` holds the magics and ``servelab.widgets`` the live views.
+
+>>> %load_ext servelab
 """
+
+from typing import Any
 
 from servelab.errors import (
     CheckpointFormatError,
@@ -20,6 +25,14 @@ from servelab.errors import (
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext servelab``: the magics and rich reprs (IPython is imported only here)."""
+    from servelab.kernel import load_ipython_extension as load
+
+    load(ipython)
+
+
 __all__ = [
     "CheckpointFormatError",
     "CheckpointNotFoundError",
@@ -32,4 +45,5 @@ __all__ = [
     "SourceReadError",
     "StalePlanError",
     "__version__",
+    "load_ipython_extension",
 ]

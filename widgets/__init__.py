@@ -1,1 +1,11 @@
-"""Live ipywidgets and plotly views of the cluster; they land with the notebook surface."""
+"""Live views of a cluster in the notebook: ClusterView, CompactionPanel and LoadProgressView.
+
+>>> from servelab.widgets import ClusterView
+>>> ClusterView()          # refreshes itself; %servelab view does the same
+"""
+
+from servelab.widgets.cluster_view import ClusterView
+from servelab.widgets.compaction_panel import CompactionPanel
+from servelab.widgets.load_progress import LoadProgressView
+
+__all__ = ["ClusterView", "CompactionPanel", "LoadProgressView"]

@@ -1,0 +1,309 @@
+"""IPython magics: ``%servelab``, ``%%deploy``, ``%scale``, ``%undeploy``, ``%compact``, ``%stream``.
+
+Each magic translates its arguments into one ``servelab.serving`` (or ``servelab.loader``) call,
+shows progress while it works and returns an object with a rich repr. Bad input prints one line
+that names the fix, never a traceback, and changes nothing. Defaults are traitlets:
+``c.ServelabMagics.nodes = 4`` in an IPython profile.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+from traitlets import Bool, Float, Integer
+
+from servelab.errors import ServelabError
+from servelab.kernel.cell import class_from_cell
+from servelab.kernel.progress import Line
+from servelab.kernel.results import Deployed, Streamed
+
+log = logging.getLogger("servelab.kernel")
+
+
+def friendly(magic: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn servelab's errors and bad arguments into one printed line; nothing else reaches the user."""
+
+    @functools.wraps(magic)
+    def wrapper(self: ServelabMagics, *args: Any) -> Any:
+        try:
+            return magic(self, *args)
+        except UsageError as exc:
+            _say(f"{exc}. See %{magic.__name__}? for the options.")
+        except ServelabError as exc:
+            _say(str(exc))
+        except KeyboardInterrupt:
+            _say("interrupted; the cluster keeps what was already done (%servelab status shows it).")
+        except Exception as exc:  # a bug of ours or of Ray: still one line, the traceback to the log
+            log.debug("%%%s failed", magic.__name__, exc_info=True)
+            _say(f"unexpected {type(exc).__name__}: {exc}. Nothing else was changed; %servelab status shows the cluster.")
+        return None
+
+    return wrapper
+
+
+def _say(message: str) -> None:
+    print(f"servelab: {message}", file=sys.stderr)
+
+
+@magics_class
+class ServelabMagics(Magics):  # type: ignore[misc]
+    """servelab's magics; loaded by ``%load_ext servelab``."""
+
+    nodes = Integer(3, help="Worker nodes of an embedded cluster (%servelab up)").tag(config=True)
+    gpus_per_node = Float(2.0, help="Logical GPUs per worker of an embedded cluster").tag(config=True)
+    cpus_per_node = Float(1.0, help="CPUs per worker of an embedded cluster").tag(config=True)
+    view_interval_s = Float(2.0, help="Seconds between ClusterView refreshes").tag(config=True)
+    probe_requests = Bool(True, help="Send requests to every deployment while %compact runs").tag(config=True)
+    timeout_s = Float(600.0, help="Longest wait for a deployment to start or scale").tag(config=True)
+
+    @line_magic
+    @friendly
+    @magic_arguments()
+    @argument("action", choices=["up", "connect", "status", "view", "down"], help="what to do")
+    @argument("address", nargs="?", help="connect: 'host:6379' or 'ray://host:10001' (default: the cluster found on this machine)")
+    @argument("--nodes", type=int, help="up: worker nodes (default 3)")
+    @argument("--gpus-per-node", type=float, help="up: logical GPUs per worker (default 2)")
+    @argument("--cpus-per-node", type=float, help="up: CPUs per worker (default 1)")
+    @argument("--http-port", type=int, help="up: Serve's HTTP port on 127.0.0.1 (default 8000, or a free one)")
+    def servelab(self, line: str) -> Any:
+        """Start, attach to, show or stop the cluster.
+
+        %servelab up [--nodes 3] [--gpus-per-node 2] [--cpus-per-node 1]   an embedded cluster
+        %servelab connect [ADDRESS]   an existing cluster (default: the one another kernel started)
+        %servelab status              nodes, deployments, fragmentation
+        %servelab view                the live ClusterView widget
+        %servelab down                stop the embedded cluster, or detach
+        """
+        from servelab import serving
+
+        args = parse_argstring(self.servelab, line)
+        if args.action != "connect" and args.address:
+            raise UsageError(f"unexpected argument {args.address!r} for '{args.action}'")
+        if args.action == "up":
+            nodes = self.nodes if args.nodes is None else args.nodes
+            gpus = self.gpus_per_node if args.gpus_per_node is None else args.gpus_per_node
+            cpus = self.cpus_per_node if args.cpus_per_node is None else args.cpus_per_node
+            started = time.monotonic()
+            with Line() as progress:
+                progress.show(f"starting an embedded cluster: {nodes} worker(s) of {cpus:g} CPU, {gpus:g} GPU ...")
+                address = serving.up(nodes=nodes, cpus_per_node=cpus, gpus_per_node=gpus, http_port=args.http_port)
+            print(f"cluster up at {address} in {time.monotonic() - started:.1f} s")
+            return serving.snapshot()
+        if args.action == "connect":
+            address = serving.connect(args.address)
+            print(f"attached to {address}")
+            return serving.snapshot()
+        if args.action == "status":
+            return serving.snapshot()
+        if args.action == "view":
+            from servelab.serving import context
+            from servelab.widgets import ClusterView
+
+            context.current()
+            return ClusterView(interval_s=self.view_interval_s)
+        from servelab.serving import context
+
+        session = context.get()
+        serving.down()
+        print("no cluster was up" if session is None else f"{'stopped' if session.owner else 'detached from'} {session.address}")
+        return None
+
+    @cell_magic
+    @friendly
+    @magic_arguments()
+    @argument("name", help="the deployment's name")
+    @argument("--replicas", type=int, default=1, help="replicas (default 1)")
+    @argument("--gpus", type=float, default=0.0, help="GPUs per replica, fractions allowed (default 0)")
+    @argument("--cpus", type=float, default=0.0, help="CPUs per replica (default 0)")
+    @argument("--weights", help="URI of a safetensors checkpoint each replica streams into its constructor")
+    @argument("--storage-options", metavar="VAR", help="name of a dict of fsspec storage options for --weights")
+    @argument("--app", help="application name (default: the deployment's name)")
+    @argument("--max-per-node", type=int, help="at most K replicas on one node")
+    @argument("--class", dest="cls", metavar="CLS", help="the class to deploy (default: the last one the cell defines)")
+    def deploy(self, line: str, cell: str) -> Deployed | None:
+        """Deploy the class the cell defines as a Ray Serve deployment; waits until its replicas run.
+
+        %%deploy NAME [--replicas 1] [--gpus 0] [--cpus 0] [--weights URI] [--app APP] [--max-per-node K] [--class CLS]
+        class Model:
+            def __init__(self, weights): ...          # weights: dict of tensors, streamed (with --weights)
+            async def __call__(self, request): ...
+        """
+        from servelab import serving
+
+        args = parse_argstring(self.deploy, line)
+        serving.snapshot()  # no cluster: say so before running the user's cell
+        target = class_from_cell(cell, self.shell.user_ns, args.name, args.cls)
+        options = {"storage_options": self._variable(args.storage_options, dict)} if args.storage_options else None
+        with Line() as progress:
+            serving.deploy(
+                args.name,
+                target,
+                replicas=args.replicas,
+                gpus=args.gpus,
+                cpus=args.cpus,
+                weights=args.weights,
+                weights_options=options,
+                app=args.app,
+                max_replicas_per_node=args.max_per_node,
+                timeout_s=self.timeout_s,
+                on_progress=lambda p: progress.show(_deploy_line(p)),
+            )
+        return _deployed(args.name, args.app)
+
+    @line_magic
+    @friendly
+    @magic_arguments()
+    @argument("name", help="the deployment")
+    @argument("replicas", type=int, help="the new number of replicas")
+    @argument("--app", help="the application, when several have a deployment of this name")
+    def scale(self, line: str) -> Deployed | None:
+        """Set a deployment's replicas and wait until they run (scaling down leaves fragmentation).
+
+        %scale NAME N
+        """
+        from servelab import serving
+
+        args = parse_argstring(self.scale, line)
+        serving.scale(args.name, args.replicas, app=args.app)
+        info = serving.find(args.name, args.app)
+        deadline = time.monotonic() + self.timeout_s
+        with Line() as progress:
+            while not info.healthy and time.monotonic() < deadline:
+                progress.show(f"{args.name}: {info.running_replicas}/{info.target_replicas} running, {info.replicas} in all ...")
+                time.sleep(0.5)
+                info = serving.find(args.name, args.app)
+        return _deployed(args.name, info.app)
+
+    @line_magic
+    @friendly
+    @magic_arguments()
+    @argument("name", help="the deployment to remove")
+    @argument("--app", help="the application, when several have a deployment of this name")
+    def undeploy(self, line: str) -> None:
+        """Remove a deployment and its application.
+
+        %undeploy NAME
+        """
+        from servelab import serving
+
+        args = parse_argstring(self.undeploy, line)
+        info = serving.find(args.name, args.app)
+        serving.delete(args.name, app=info.app)
+        print(f"removed {info.name} (application {info.app})")
+
+    @line_magic
+    @friendly
+    @magic_arguments()
+    @argument("--dry-run", action="store_true", help="show the plan (and a Compact button); change nothing")
+    @argument("--objective", choices=["nodes", "cost"], default="nodes", help="free the most nodes, or the most cost")
+    @argument("--max-moves", type=int, help="move at most K replicas")
+    @argument("--keep", nargs="*", default=[], metavar="NODE", help="node ids (or prefixes) never to free")
+    @argument("--no-probe", action="store_true", help="do not send requests to the deployments while compacting")
+    def compact(self, line: str) -> Any:
+        """Migrate replicas onto fewer nodes with zero downtime and free the idle nodes.
+
+        %compact --dry-run      the plan: before and after, moves, savings, a Compact button
+        %compact [--objective nodes|cost] [--max-moves K]    run it, events as they happen, then the report
+        """
+        from servelab import serving
+        from servelab.widgets import CompactionPanel
+        from servelab.widgets.compaction_panel import compaction_probe
+
+        args = parse_argstring(self.compact, line)
+        snap = serving.snapshot()
+        keep = [_node_id(snap, prefix) for prefix in args.keep]
+        plan = serving.plan(snap, objective=args.objective, max_moves=args.max_moves, keep=keep)
+        urls = [] if args.no_probe or not self.probe_requests else _urls()
+        if args.dry_run:
+            return CompactionPanel(snap, plan, probe=compaction_probe(urls))
+        probe = serving.LoadProbe(urls) if urls else None
+        if plan.nodes_to_free:
+            calling = f"; calling {len(urls)} deployment(s) throughout" if urls else ""
+            print(f"freeing {len(plan.nodes_to_free)} node(s), moving {len(plan.moves)} replica(s){calling}")
+        return serving.compact(plan, probe=probe, on_event=_print_event)
+
+    @line_magic
+    @friendly
+    @magic_arguments()
+    @argument("uri", help="a .safetensors file or model.safetensors.index.json: local path, http(s)://, s3://, any fsspec URI")
+    @argument("--into", metavar="VAR", help="bind the state dict to this variable")
+    @argument("--include", metavar="GLOB", help="only tensors whose names match (e.g. 'model.layers.0.*')")
+    @argument("--storage-options", metavar="VAR", help="name of a dict of fsspec storage options")
+    @argument("--dry-run", action="store_true", help="read the headers only: what would be loaded")
+    def stream(self, line: str) -> Any:
+        """Stream a checkpoint's weights into this kernel, with a progress bar per file and GB/s.
+
+        %stream URI [--into VAR] [--include GLOB] [--dry-run]
+        """
+        from servelab.loader import inspect, load
+        from servelab.widgets import LoadProgressView
+
+        args = parse_argstring(self.stream, line)
+        if args.into is not None and not args.into.isidentifier():
+            raise UsageError(f"--into {args.into}: give a Python variable name")
+        options = self._variable(args.storage_options, dict) if args.storage_options else None
+        include = (lambda name: fnmatch.fnmatchcase(name, args.include)) if args.include else None
+        info = inspect(args.uri, options, include)
+        if args.include and not info.tensors:
+            names = ", ".join(inspect(args.uri, options).names[:3])
+            raise ServelabError(f"--include {args.include} matches no tensor of {args.uri}; its names look like {names}.")
+        if args.dry_run:
+            return info
+        view = LoadProgressView()
+        display(view)
+        started = time.perf_counter()
+        state = load(args.uri, storage_options=options, include=include, progress=view)
+        result = Streamed(args.uri, state, sum(t.nbytes for t in state.values()), time.perf_counter() - started, args.into)
+        if args.into:
+            self.shell.user_ns[args.into] = state
+        return result
+
+    def _variable(self, name: str, kind: type) -> Any:
+        value = self.shell.user_ns.get(name)
+        if not isinstance(value, kind):
+            raise UsageError(f"{name} is not a {kind.__name__} in this notebook; define it first")
+        return value
+
+
+def _print_event(event: Any) -> None:
+    print(f"  {event.elapsed_s:5.1f} s  {event.kind:9} {event.message}", flush=True)
+
+
+def _deploy_line(progress: Any) -> str:
+    info = progress.deployment
+    loads = ", ".join(f"{w.seconds:.2f} s" for w in progress.loads)
+    return (
+        f"{info.name}: {info.running_replicas}/{info.target_replicas} replica(s) running after {progress.elapsed_s:.0f} s"
+        + (f"; weights streamed in {loads}" if loads else "")
+    )
+
+
+def _deployed(name: str, app: str | None) -> Deployed:
+    from servelab import serving
+
+    info = serving.find(name, app)
+    url = serving.url(name, info.app) if info.route_prefix else None
+    return Deployed(info, url, serving.handle(name, info.app), serving.weight_loads(name, info.app))
+
+
+def _urls() -> list[str]:
+    from servelab import serving
+
+    return [serving.url(d.name, d.app) for d in serving.deployments() if d.route_prefix and d.target_replicas]
+
+
+def _node_id(snapshot: Any, prefix: str) -> str:
+    matches = [n.id for n in snapshot.nodes if n.id.startswith(prefix)]
+    if len(matches) != 1:
+        raise UsageError(f"--keep {prefix}: {'no node' if not matches else 'several nodes'} with an id starting so")
+    return str(matches[0])

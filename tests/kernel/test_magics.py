@@ -1,0 +1,239 @@
+"""Every magic through a real IPython shell against a real embedded cluster; widget state after refreshes.
+
+One module-scoped cluster, started by ``%servelab up`` itself; tests run in file order and each
+states what it needs. The module ends with ``down(); up()`` and a second process scaling a
+deployment this one made.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from IPython.core.interactiveshell import InteractiveShell
+from safetensors.torch import save_file
+
+from servelab import serving
+from servelab.kernel.results import Deployed, Streamed
+from servelab.loader import CheckpointInfo
+from servelab.widgets import ClusterView, CompactionPanel
+
+CLASS_CELL = """
+class Tagged:
+    def __init__(self, weights):
+        self.total = float(sum(float(t.double().sum()) for t in weights.values()))
+    async def __call__(self, request):
+        return {"total": self.total}
+"""
+ECHO_CELL = """
+class Helper:
+    pass
+
+class Echo:
+    async def __call__(self, request):
+        return "echo"
+"""
+
+
+@pytest.fixture(scope="module")
+def shell() -> Iterator[InteractiveShell]:
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "servelab")
+    yield ip
+    ip.run_line_magic("servelab", "down")
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("weights") / "tagged.safetensors"
+    save_file({"w": torch.arange(100, dtype=torch.float32), "b": torch.full((4,), 0.5)}, path)
+    return path
+
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.read()
+
+
+def line(shell: InteractiveShell, magic: str, text: str = "") -> object:
+    return shell.run_line_magic(magic, text)
+
+
+def test_every_magic_says_no_cluster_yet_in_one_line(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    for magic, text in (("servelab", "status"), ("scale", "a 1"), ("compact", "--dry-run"), ("undeploy", "a")):
+        assert line(shell, magic, text) is None
+    assert shell.run_cell_magic("deploy", "a", ECHO_CELL) is None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 5 and all(e.startswith("servelab: no cluster yet: start one with up() (%servelab up)") for e in err)
+    assert "Traceback" not in "".join(err)
+
+
+def test_up_deploy_query_and_status(shell: InteractiveShell, weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    snap = line(shell, "servelab", "up --nodes 3 --gpus-per-node 2 --cpus-per-node 1")
+    assert isinstance(snap, serving.Snapshot) and len(snap.workers) == 3
+    assert "cluster up at" in capsys.readouterr().out
+    deployed = shell.run_cell_magic("deploy", f"tagged --replicas 4 --gpus 0.5 --weights {weights}", CLASS_CELL)
+    assert isinstance(deployed, Deployed)
+    assert (deployed.info.status, deployed.info.running_replicas) == ("HEALTHY", 4)
+    assert json.loads(get(deployed.url)) == {"total": float(sum(range(100))) + 2.0}
+    assert len(deployed.loads) == 4 and all(w.seconds > 0 and w.nbytes == 416 for w in deployed.loads)
+    assert "weights streamed in" in repr(deployed)
+    echo = shell.run_cell_magic("deploy", "echo --replicas 4 --gpus 0.5 --class Echo", ECHO_CELL)
+    assert isinstance(echo, Deployed) and get(echo.url) == b"echo"
+    status = line(shell, "servelab", "status")
+    assert isinstance(status, serving.Snapshot)
+    assert {(d.name, d.running_replicas) for d in status.deployments} == {("tagged", 4), ("echo", 4)}
+    html = shell.display_formatter.format(status)[0]["text/html"]
+    assert "tagged" in html and "fragmentation" in html
+
+
+@pytest.mark.parametrize(
+    ("magic", "text", "message"),
+    [
+        ("scale", "tagged -1", "replicas=-1 must be a non-negative integer"),
+        ("scale", "ghost 2", "no deployment named 'ghost' on this cluster (deployments: echo, tagged)"),
+        ("undeploy", "ghost", "no deployment named 'ghost'"),
+        ("compact", "--objective speed", "argument --objective: invalid choice: 'speed'"),
+        ("compact", "--bogus", "unrecognized arguments: --bogus"),
+        ("servelab", "launch", "argument action: invalid choice: 'launch'"),
+        ("servelab", "up", "a cluster is already up at"),
+        ("stream", "http://127.0.0.1:9/none.safetensors", "none.safetensors"),
+        ("stream", "/nonexistent/model.safetensors --into 3x", "--into 3x: give a Python variable name"),
+    ],
+)
+def test_bad_input_prints_one_line_and_changes_nothing(
+    shell: InteractiveShell, capsys: pytest.CaptureFixture[str], magic: str, text: str, message: str
+) -> None:
+    before = serving.snapshot().fingerprint()
+    capsys.readouterr()
+    assert line(shell, magic, text) is None
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("servelab: ") and message in err, err
+    assert "Traceback" not in err
+    assert serving.snapshot().fingerprint() == before
+
+
+@pytest.mark.parametrize(
+    ("args", "cell", "message"),
+    [
+        ("bad", "x = 1", "the %%deploy bad cell defines no class"),
+        ("bad --class Nope", ECHO_CELL, "--class Nope: the cell defines Helper, Echo"),
+        ("bad", "class Broken(:\n    pass", "the cell does not parse"),
+        ("bad", "class Boom:\n    pass\nraise ValueError('no')", "the cell raised ValueError: no"),
+        ("bad --replicas -2", ECHO_CELL, "replicas=-2 must be a non-negative integer"),
+        ("bad --gpus 8", ECHO_CELL, "no node of this cluster can ever hold"),
+        ("bad --weights http://127.0.0.1:9/x.safetensors", CLASS_CELL, "weights cannot be loaded"),
+        ("bad --storage-options missing --weights /x.safetensors", CLASS_CELL, "missing is not a dict in this notebook"),
+    ],
+)
+def test_bad_deploy_cells_print_one_line_and_deploy_nothing(
+    shell: InteractiveShell, capsys: pytest.CaptureFixture[str], args: str, cell: str, message: str
+) -> None:
+    capsys.readouterr()
+    assert shell.run_cell_magic("deploy", args, cell) is None
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert "bad" not in {d.name for d in serving.deployments()}
+
+
+def test_a_replica_that_fails_to_start_is_not_left_served(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    cell = "class Crashes:\n    def __init__(self):\n        raise RuntimeError('no GPU driver')\n"
+    assert shell.run_cell_magic("deploy", "crashes", cell) is None
+    err = capsys.readouterr().err
+    assert "'crashes' failed to start" in err and "no GPU driver" in err
+    assert "crashes" not in {d.name for d in serving.deployments()}
+
+
+def test_cluster_view_draws_every_node_and_deployment(shell: InteractiveShell) -> None:
+    view = ClusterView(autostart=False)
+    snap = view.refresh()
+    assert snap is not None
+    names = {t.name for t in view.figure.data}
+    assert {"tagged/tagged", "echo/echo", "free"} <= names
+    gpu_rows = [t for t in view.figure.data if t.xaxis == "x" and t.name in ("tagged/tagged", "echo/echo")]
+    held = sum(x for t in gpu_rows for x in t.x) * 2  # fractions of 2-GPU nodes
+    assert held == pytest.approx(0.5 * 8)
+    assert len(set(view.figure.layout.yaxis.categoryarray)) == len(snap.nodes)
+    assert "node(s) in use" in view.header.value and "fragmentation" in view.header.value
+    bundle = view._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle and "tagged" in bundle["text/html"]
+    view.close()
+
+
+def test_scale_down_then_dry_run_then_compaction_from_the_panel(shell: InteractiveShell) -> None:
+    before = len([n for n in serving.snapshot().workers if serving.snapshot().replicas_on(n.id)])
+    for name, count in (("echo", 2), ("tagged", 2)):
+        result = line(shell, "scale", f"{name} {count}")
+        assert isinstance(result, Deployed) and result.info.running_replicas == count and result.info.healthy
+    view = ClusterView(autostart=False)
+    view.pause.value = True
+    assert view.paused
+    panel = line(shell, "compact", "--dry-run")
+    assert isinstance(panel, CompactionPanel)
+    assert panel.plan.nodes_after < panel.plan.nodes_before == before
+    assert panel.button.disabled is False and "free" in panel.button.description
+    assert len(panel.after.data) > 0 and "Plan" in panel.summary_html()
+    panel.run()
+    report = panel.wait(300)
+    assert report is not None, panel.error
+    assert not report.stopped, report.reason
+    assert len(report.nodes_freed) == len(panel.plan.nodes_to_free)
+    assert report.failed_requests == 0
+    assert [e.kind for e in panel.events][-1] == "done" and "freed" in panel.outcome.value
+    after = view.refresh()
+    freed = len(report.nodes_freed)
+    assert after is not None and f"{freed} gone since opened" in view.header.value  # opened before the compaction
+    assert serving.fragmentation(after).nodes_in_use == panel.plan.nodes_after
+
+
+def test_compact_magic_reports_and_prints_events(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    report = line(shell, "compact", "")
+    assert isinstance(report, serving.CompactionReport) and report.nodes_freed == ()  # already compact
+    assert "nothing to free" in capsys.readouterr().out
+    assert "Compaction done" in shell.display_formatter.format(report)[0]["text/plain"]
+
+
+def test_stream_into_a_variable_and_dry_run(shell: InteractiveShell, weights: Path) -> None:
+    info = line(shell, "stream", f"{weights} --dry-run")
+    assert isinstance(info, CheckpointInfo) and info.names == ["b", "w"] and info.nbytes == 416
+    result = line(shell, "stream", f"{weights} --into w --include w")
+    assert isinstance(result, Streamed) and result.into == "w" and result.nbytes == 400
+    assert torch.equal(shell.user_ns["w"]["w"], torch.arange(100, dtype=torch.float32))
+    assert list(shell.user_ns["w"]) == ["w"]
+
+
+def test_undeploy(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    line(shell, "undeploy", "echo")
+    assert "removed echo" in capsys.readouterr().out
+    assert {d.name for d in serving.deployments()} == {"tagged"}
+
+
+def test_a_second_process_finds_the_cluster_and_scales_what_this_one_made(shell: InteractiveShell) -> None:
+    code = (
+        "from servelab import serving\n"
+        "serving.connect()\n"  # no address: the discovery record this kernel wrote
+        "serving.scale('tagged', 3)\n"
+        "serving.wait_healthy()\n"
+        "print([(d.name, d.running_replicas) for d in serving.deployments()])\n"
+        "serving.down()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[('tagged', 3)]"
+    assert {(d.name, d.running_replicas) for d in serving.deployments()} == {("tagged", 3)}
+
+
+def test_down_then_up_leaves_nothing_stale(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    line(shell, "servelab", "down")
+    assert "stopped" in capsys.readouterr().out
+    assert serving.find_clusters() == [] or all(r.pid != __import__("os").getpid() for r in serving.find_clusters())
+    snap = line(shell, "servelab", "up --nodes 1")
+    assert isinstance(snap, serving.Snapshot) and snap.deployments == ()
+    assert line(shell, "scale", "tagged 1") is None
+    assert "no deployment named 'tagged'" in capsys.readouterr().err

@@ -1,0 +1,117 @@
+"""CompactionPanel: a plan as before/after layouts, its moves and savings, and a button that runs it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from html import escape
+
+import ipywidgets as W
+
+from servelab.serving.executor import CompactionEvent, CompactionReport, LoadProbe
+from servelab.serving.planner import Plan, projected
+from servelab.serving.snapshot import Snapshot
+from servelab.widgets.base import SummarisedBox
+from servelab.widgets.figures import cluster_layout, cluster_traces
+from servelab.widgets.model import node_label
+from servelab.widgets.summary import plan_html, plan_text, report_html, report_text
+
+EVENT_ICONS = {"planned": "&#128221;", "draining": "&#9203;", "migrated": "&#10132;", "released": "&#9989;", "stopped": "&#9940;", "done": "&#127881;"}
+
+
+class CompactionPanel(SummarisedBox):
+    """Before and after, side by side; the moves, what is freed and why other nodes stay; a Compact button.
+
+    Compact runs the plan in a background thread (the kernel stays free), shows each event as it
+    happens, then the report: nodes freed, replicas moved, failed requests, p50/p99 before and during.
+
+    >>> panel = CompactionPanel(snapshot(), plan(snapshot()))   # or: %compact --dry-run
+    >>> panel.run(); panel.wait().nodes_freed
+    """
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        plan: Plan,
+        compact: Callable[..., CompactionReport] | None = None,
+        probe: Callable[[], LoadProbe | None] | None = None,
+    ) -> None:
+        import plotly.graph_objects as go
+
+        if compact is None:
+            from servelab.serving import compact
+        self.snapshot = snapshot
+        self.plan = plan
+        self.events: list[CompactionEvent] = []
+        self.report: CompactionReport | None = None
+        self.error = ""
+        self._compact = compact
+        self._probe = probe
+        self._thread: threading.Thread | None = None
+        after = projected(snapshot, plan)
+        rows = [node_label(n) for n in sorted(snapshot.nodes, key=lambda n: (not n.head, n.type, n.id))]
+        self.before = go.FigureWidget(data=cluster_traces(snapshot, nodes=rows), layout=cluster_layout(snapshot, "Now"))
+        self.after = go.FigureWidget(data=cluster_traces(after, legend=False, nodes=rows), layout=cluster_layout(after, "After the plan"))
+        self.after.layout.height = self.before.layout.height  # freed nodes leave gaps, rows line up
+        self.after.update_yaxes(categoryarray=list(reversed(rows)))
+        self.details = W.HTML(plan_html(plan))
+        self.button = W.Button(
+            description=f"Compact: free {len(plan.nodes_to_free)} node(s)",
+            button_style="primary",
+            icon="compress",
+            disabled=not plan.nodes_to_free,
+            layout=W.Layout(width="260px"),
+        )
+        self.button.on_click(lambda _: self.run())
+        self.event_log = W.HTML()
+        self.outcome = W.HTML()
+        super().__init__([W.HBox([self.before, self.after]), self.details, self.button, self.event_log, self.outcome])
+        self.add_class("servelab-compaction-panel")
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def run(self) -> None:
+        """Start the compaction in the background (what the button does); a second call while it runs is ignored."""
+        if self.running or self.report is not None:
+            return
+        self.button.disabled = True
+        self.button.description = "Compacting..."
+        self._thread = threading.Thread(target=self._work, name="servelab-compaction", daemon=True)
+        self._thread.start()
+
+    def wait(self, timeout_s: float | None = None) -> CompactionReport | None:
+        """Wait for a running compaction; returns its report (None if it failed: see ``error``)."""
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        return self.report
+
+    def _work(self) -> None:
+        try:
+            probe = self._probe() if self._probe is not None else None
+            self.report = self._compact(self.plan, probe=probe, on_event=self._on_event)
+            self.outcome.value = report_html(self.report)
+            self.button.description = "Done" if not self.report.stopped else "Stopped"
+        except Exception as exc:  # shown in the panel: the kernel thread must not see it
+            self.error = str(exc)
+            self.outcome.value = f'<b style="color:#B00">Compaction not run: {escape(self.error)}</b>'
+            self.button.description = "Not run"
+
+    def _on_event(self, event: CompactionEvent) -> None:
+        self.events.append(event)
+        self.event_log.value = "<div style='font-size:12px'>" + "<br>".join(
+            f"{EVENT_ICONS.get(e.kind, '')} <b>{e.elapsed_s:5.1f} s</b> {escape(e.message)}" for e in self.events
+        ) + "</div>"
+
+    def summary_text(self) -> str:
+        return report_text(self.report) if self.report else plan_text(self.plan)
+
+    def summary_html(self) -> str:
+        return report_html(self.report) if self.report else plan_html(self.plan)
+
+
+def compaction_probe(urls: list[str]) -> Callable[[], LoadProbe | None]:
+    """A factory of request loops over ``urls`` (None when there is nothing to call)."""
+    return lambda: LoadProbe(urls) if urls else None
+

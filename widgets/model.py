@@ -1,0 +1,100 @@
+"""What the widgets draw, as pure functions of a Snapshot: per node and resource, who holds what.
+
+Each node gets one bar per resource (GPU, CPU, memory), split into a segment per deployment, the
+capacity used by anything else (Serve's controller and proxy), stranded free capacity (no running
+replica shape fits there) and usable free capacity. Fractions of the node's total, so nodes of
+different sizes line up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from servelab.serving.fragmentation import Fragmentation, fragmentation, stranded_by_node
+from servelab.serving.snapshot import Node, Snapshot
+
+RESOURCES = ("GPU", "CPU", "memory")
+OTHER, STRANDED, FREE = "other", "stranded", "free"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A piece of one node's bar for one resource."""
+
+    node: str  # the row label
+    resource: str
+    holder: str  # "app/deployment", or OTHER, STRANDED, FREE
+    amount: float
+    fraction: float
+
+
+@dataclass(frozen=True)
+class Header:
+    """The figures above the bars."""
+
+    nodes: int
+    nodes_in_use: int
+    lower_bound: int
+    score: float
+    cost_per_hour: float
+    stranded_gpus: float
+    draining: int
+    gone: int
+
+    @classmethod
+    def of(cls, snapshot: Snapshot, gone: int = 0) -> Header:
+        frag: Fragmentation = fragmentation(snapshot)
+        return cls(
+            nodes=len(snapshot.nodes),
+            nodes_in_use=frag.nodes_in_use,
+            lower_bound=frag.lower_bound,
+            score=frag.score,
+            cost_per_hour=sum(n.cost for n in snapshot.nodes if n.alive),
+            stranded_gpus=frag.stranded.get("GPU", 0.0),
+            draining=sum(1 for n in snapshot.nodes if n.draining),
+            gone=gone,
+        )
+
+
+def node_label(node: Node) -> str:
+    """``gpu2 3f2a1c9e`` plus ``(head)`` / ``(draining)``: short, unique, and says the state."""
+    label = f"{node.type} {node.id[:8]}"
+    if node.head:
+        label += " (head)"
+    if node.draining:
+        label += " (draining)"
+    return label
+
+
+def resources_of(snapshot: Snapshot) -> list[str]:
+    """The resources worth a column: those some node has."""
+    return [name for name in RESOURCES if any(n.total.get(name, 0.0) > 0 for n in snapshot.nodes)]
+
+
+def segments(snapshot: Snapshot) -> list[Segment]:
+    """Every node's bars, nodes in snapshot order (head first), deployments in name order."""
+    strand = stranded_by_node(snapshot)
+    result = []
+    for node in sorted(snapshot.nodes, key=lambda n: (not n.head, n.type, n.id)):
+        label = node_label(node)
+        for resource in resources_of(snapshot):
+            total = node.total.get(resource, 0.0)
+            if total <= 0:
+                continue
+            held: dict[str, float] = {}
+            for replica in snapshot.replicas_on(node.id):
+                amount = replica.resources.get(resource, 0.0)
+                if amount:
+                    key = f"{replica.app}/{replica.deployment}"
+                    held[key] = held.get(key, 0.0) + amount
+            free = max(0.0, node.available.get(resource, 0.0))
+            lost = min(free, strand.get(node.id, {}).get(resource, 0.0))
+            other = max(0.0, total - free - sum(held.values()))
+            parts = [*sorted(held.items()), (OTHER, other), (STRANDED, lost), (FREE, free - lost)]
+            result += [Segment(label, resource, holder, amount, amount / total) for holder, amount in parts if amount > 1e-9]
+    return result
+
+
+def holders(snapshot: Snapshot) -> list[str]:
+    """Deployments as ``app/deployment``, sorted: one colour each."""
+    return sorted({f"{r.app}/{r.deployment}" for r in snapshot.replicas})

@@ -1,0 +1,150 @@
+"""Static HTML and text summaries of snapshots, plans and compaction reports.
+
+They are the rich reprs the magics return (registered as IPython formatters), and what every
+widget shows where no widget frontend runs (plain IPython, nbval, a notebook on GitHub).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from html import escape
+
+from servelab.serving.executor import CompactionReport, LatencyStats
+from servelab.serving.planner import Plan
+from servelab.serving.snapshot import Snapshot, format_resources
+from servelab.widgets.model import Header, node_label
+
+TABLE = 'style="border-collapse:collapse;font-size:12px;margin:4px 0"'
+CELL = 'style="padding:2px 10px;text-align:left;border-bottom:1px solid #ddd"'
+
+
+def header_text(header: Header) -> str:
+    line = (
+        f"{header.nodes_in_use} node(s) in use, lower bound {header.lower_bound}, "
+        f"fragmentation {header.score:.2f}, ${header.cost_per_hour:.2f}/h, stranded GPU {header.stranded_gpus:g}"
+    )
+    if header.draining:
+        line += f", {header.draining} draining"
+    if header.gone:
+        line += f", {header.gone} gone"
+    return line
+
+
+def snapshot_text(snapshot: Snapshot) -> str:
+    lines = [f"Cluster: {len(snapshot.nodes)} node(s); " + header_text(Header.of(snapshot))]
+    for node in sorted(snapshot.nodes, key=lambda n: (not n.head, n.type, n.id)):
+        held = Counter(r.deployment for r in snapshot.replicas_on(node.id))
+        lines.append(
+            f"  {node_label(node):32} free {format_resources(_shown(node.available)) or '-':22} "
+            + (", ".join(f"{d} x{n}" for d, n in sorted(held.items())) or "idle")
+        )
+    for d in snapshot.deployments:
+        lines.append(f"  deployment {d.app}/{d.name}: {d.status} {d.running_replicas}/{d.target_replicas} running")
+    return "\n".join(lines)
+
+
+def snapshot_html(snapshot: Snapshot) -> str:
+    header = Header.of(snapshot)
+    nodes = [
+        [
+            node_label(node),
+            format_resources(_shown(node.total)),
+            format_resources(_shown(node.available)) or "-",
+            ", ".join(f"{d} x{n}" for d, n in sorted(Counter(r.deployment for r in snapshot.replicas_on(node.id)).items()))
+            or "idle",
+        ]
+        for node in sorted(snapshot.nodes, key=lambda n: (not n.head, n.type, n.id))
+    ]
+    deployments = [
+        [f"{d.app}/{d.name}", d.status, f"{d.running_replicas}/{d.target_replicas}", format_resources(d.resources) or "-"]
+        for d in snapshot.deployments
+    ]
+    return (
+        f"<div><b>Cluster</b>: {len(snapshot.nodes)} node(s); {escape(header_text(header))}"
+        + _table(["node", "total", "free", "replicas"], nodes)
+        + (_table(["deployment", "status", "running", "per replica"], deployments) if deployments else "<i>no deployments</i>")
+        + "</div>"
+    )
+
+
+def plan_text(plan: Plan) -> str:
+    lines = [
+        f"Plan ({plan.objective}, {plan.method}{', optimal' if plan.optimal else ''}): "
+        f"{plan.nodes_before} -> {plan.nodes_after} node(s) in use (lower bound {plan.lower_bound}), "
+        f"frees {len(plan.nodes_to_free)} node(s), {format_resources(_shown(plan.freed_resources)) or 'nothing'}, "
+        f"${plan.freed_cost_per_hour:.2f}/h, {len(plan.moves)} move(s)"
+    ]
+    lines += [f"  move {m.app}/{m.deployment} {m.replica[:8]}: {m.source[:8]} -> {m.target[:8]}" for m in plan.moves]
+    lines += [f"  {node[:8]} stays: {reason}" for node, reason in plan.blocked.items()]
+    return "\n".join(lines)
+
+
+def plan_html(plan: Plan) -> str:
+    moves = [[f"{m.app}/{m.deployment}", m.replica[:8], m.source[:8], m.target[:8]] for m in plan.moves]
+    stays = [[node[:8], reason] for node, reason in plan.blocked.items()]
+    return (
+        f"<div><b>Plan</b> ({escape(plan.objective)}, {escape(plan.method)}{', optimal' if plan.optimal else ''}): "
+        f"{plan.nodes_before} &rarr; {plan.nodes_after} node(s) in use (lower bound {plan.lower_bound}); "
+        f"frees <b>{len(plan.nodes_to_free)}</b> node(s): {escape(format_resources(_shown(plan.freed_resources)) or 'nothing')}, "
+        f"<b>${plan.freed_cost_per_hour:.2f}/h</b>"
+        + (_table(["deployment", "replica", "from", "to"], moves) if moves else "<br><i>no moves</i>")
+        + (_table(["node that stays", "why"], stays) if stays else "")
+        + "</div>"
+    )
+
+
+def report_text(report: CompactionReport) -> str:
+    if report.dry_run:
+        return "Dry run, nothing changed. " + plan_text(report.plan)
+    state = f"stopped: {report.reason}" if report.stopped else "done"
+    lines = [
+        f"Compaction {state}: freed {len(report.nodes_freed)} node(s), moved {report.replicas_moved} replica(s) "
+        f"in {report.seconds:.1f} s, ${_freed_cost(report):.2f}/h saved"
+    ]
+    for phase, stats in (("before", report.before), ("during", report.during)):
+        if stats is not None:
+            lines.append(f"  requests {phase}: {_stats(stats)}")
+    return "\n".join(lines)
+
+
+def report_html(report: CompactionReport) -> str:
+    if report.dry_run:
+        return "<div><i>Dry run, nothing changed.</i></div>" + plan_html(report.plan)
+    colour = "#B00" if report.stopped else "#060"
+    state = f"stopped: {escape(report.reason)}" if report.stopped else "done"
+    rows = [[phase, *_stats_cells(stats)] for phase, stats in (("before", report.before), ("during", report.during)) if stats]
+    return (
+        f'<div><b style="color:{colour}">Compaction {state}</b>: freed <b>{len(report.nodes_freed)}</b> node(s), '
+        f"moved {report.replicas_moved} replica(s) in {report.seconds:.1f} s, <b>${_freed_cost(report):.2f}/h</b> saved"
+        + (_table(["requests", "sent", "failed", "p50 ms", "p99 ms"], rows) if rows else "")
+        + "</div>"
+    )
+
+
+def _freed_cost(report: CompactionReport) -> float:
+    """Cost of the nodes actually freed (a stopped compaction frees fewer than planned)."""
+    planned = len(report.plan.nodes_to_free)
+    return report.plan.freed_cost_per_hour * len(report.nodes_freed) / planned if planned else 0.0
+
+
+def _stats(stats: LatencyStats) -> str:
+    sent, failed, p50, p99 = _stats_cells(stats)
+    return f"{sent} sent, {failed} failed, p50 {p50} ms, p99 {p99} ms"
+
+
+def _stats_cells(stats: LatencyStats) -> list[str]:
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    return [str(stats.requests), str(stats.failed), ms(stats.p50_ms), ms(stats.p99_ms)]
+
+
+def _shown(resources: dict[str, float]) -> dict[str, float]:
+    """Resources as people read them: memory in GiB."""
+    return {("memory GiB" if k == "memory" else k): (round(v / 2**30, 1) if k == "memory" else v) for k, v in resources.items()}
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    cells = "".join(f"<th {CELL}>{escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td {CELL}>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table {TABLE}><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"
