@@ -19,7 +19,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,7 +115,9 @@ def warm_cache(paths: list[Path]) -> None:
                 pass
 
 
-def make_cases(checkpoints: list[Checkpoint], sources: list[str], web: NginxServer | None, s3: SeaweedS3Server | None) -> list[Case]:
+def make_cases(
+    checkpoints: list[Checkpoint], sources: list[str], web: NginxServer | None, s3: SeaweedS3Server | None
+) -> list[Case]:
     cases: list[Case] = []
     scratch = str(DATA)
     for ck in checkpoints:
@@ -132,7 +133,11 @@ def make_cases(checkpoints: list[Checkpoint], sources: list[str], web: NginxServ
             add("local-cold", "servelab load()", lambda n, u=local: run_worker({"method": "servelab", "uri": u}, n))
             add("local-cold", "safetensors load_file", lambda n, p=paths: run_worker({"method": "load_file", "files": p}, n))
             add("local-cold", "runai (defaults)", lambda n, p=paths: run_worker({"method": "runai", "files": p}, n))
-            add("local-cold", "runai (tuned: concurrency 2)", lambda n, p=paths: run_worker({"method": "runai", "files": p}, n, RUNAI_TUNED))
+            add(
+                "local-cold",
+                "runai (tuned: concurrency 2)",
+                lambda n, p=paths: run_worker({"method": "runai", "files": p}, n, RUNAI_TUNED),
+            )
         if "local-warm" in sources:
             dd = ["sh", "-c", 'for f; do dd if="$f" of=/dev/null bs=16M status=none; done', "dd", *paths]
             tuned = {**RUNAI_TUNED, "RUNAI_STREAMER_FS_STRATEGY": "sync_buffered"}
@@ -140,13 +145,21 @@ def make_cases(checkpoints: list[Checkpoint], sources: list[str], web: NginxServ
             add("local-warm", "servelab load()", lambda n, u=local: run_worker({"method": "servelab", "uri": u}, n))
             add("local-warm", "safetensors load_file", lambda n, p=paths: run_worker({"method": "load_file", "files": p}, n))
             add("local-warm", "runai (defaults)", lambda n, p=paths: run_worker({"method": "runai", "files": p}, n))
-            add("local-warm", "runai (tuned: concurrency 2, sync_buffered)", lambda n, p=paths, t=tuned: run_worker({"method": "runai", "files": p}, n, t))
+            add(
+                "local-warm",
+                "runai (tuned: concurrency 2, sync_buffered)",
+                lambda n, p=paths, t=tuned: run_worker({"method": "runai", "files": p}, n, t),
+            )
         if "http" in sources and web is not None:
             urls = [web.url(f) for f in ck.files]
             curl = ["curl", "-sf", *[a for u in urls for a in (u, "-o", "/dev/null")]]
             add("http", "raw: curl", lambda n, c=curl: run_command(c, n))
-            add("http", "servelab load()", lambda n, u=web.url(ck.uri_path): run_worker({"method": "servelab", "uri": u}, n))
-            add("http", "download, then load_file", lambda n, u=urls: run_worker({"method": "download_load", "files": u, "scratch": scratch}, n))
+            add("http", "servelab load()", lambda n, u=web.url(ck.uri_path): run_worker({"method": "servelab", "uri": u}, n))  # noqa: B008 - bound now, on purpose
+            add(
+                "http",
+                "download, then load_file",
+                lambda n, u=urls: run_worker({"method": "download_load", "files": u, "scratch": scratch}, n),
+            )
         if "s3" in sources and s3 is not None:
             creds = credentials_from(s3.storage_options)
             assert creds is not None
@@ -160,10 +173,22 @@ def make_cases(checkpoints: list[Checkpoint], sources: list[str], web: NginxServ
             }  # fmt: skip
             uri = f"s3://{s3.bucket}/{ck.uri_path}"
             add("s3", "raw: curl (presigned)", lambda n, c=curl: run_command(c, n))
-            add("s3", "servelab load()", lambda n, u=uri: run_worker({"method": "servelab", "uri": u, "storage_options": s3.storage_options}, n))
-            add("s3", "boto3 download_file, then load_file", lambda n, u=s3_uris, i=info: run_worker({"method": "download_load", "files": u, "s3": i, "scratch": scratch}, n))
+            add(
+                "s3",
+                "servelab load()",
+                lambda n, u=uri: run_worker({"method": "servelab", "uri": u, "storage_options": s3.storage_options}, n),
+            )
+            add(
+                "s3",
+                "boto3 download_file, then load_file",
+                lambda n, u=s3_uris, i=info: run_worker({"method": "download_load", "files": u, "s3": i, "scratch": scratch}, n),
+            )
             add("s3", "runai (defaults)", lambda n, u=s3_uris, e=env: run_worker({"method": "runai", "files": u}, n, e))
-            add("s3", "runai (tuned: concurrency 2)", lambda n, u=s3_uris, e=env: run_worker({"method": "runai", "files": u}, n, {**e, **RUNAI_TUNED}))
+            add(
+                "s3",
+                "runai (tuned: concurrency 2)",
+                lambda n, u=s3_uris, e=env: run_worker({"method": "runai", "files": u}, n, {**e, **RUNAI_TUNED}),
+            )
     return cases
 
 
@@ -207,7 +232,9 @@ def ratio_line(cases: list[Case]) -> str:
         a, b = by.get((source, label, method)), by.get((source, label, baseline))
         if a is None or b is None:
             return None
-        ratios = [(y.seconds / x.seconds) if throughput else (x.seconds / y.seconds) for x, y in zip(a.results, b.results, strict=True)]
+        ratios = [
+            (y.seconds / x.seconds) if throughput else (x.seconds / y.seconds) for x, y in zip(a.results, b.results, strict=True)
+        ]
         return statistics.median(ratios)
 
     labels = sorted({c.checkpoint.label for c in cases})
@@ -231,7 +258,9 @@ def ratio_line(cases: list[Case]) -> str:
                 f"warm {gb / statistics.median(m.seconds for m in warm.results):.2f} GB/s at "
                 f"{statistics.median(m.cpu_s for m in warm.results) / gb:.2f} CPU-s/GB"
             )
-        rss = [m.rss_over_base_mb for c in cases if c.checkpoint.label == label and c.method == "servelab load()" for m in c.results]
+        rss = [
+            m.rss_over_base_mb for c in cases if c.checkpoint.label == label and c.method == "servelab load()" for m in c.results
+        ]
         ckpt = next(c.checkpoint for c in cases if c.checkpoint.label == label)
         if rss:
             items.append(f"peak RSS over checkpoint {max(rss) * 2**20 / ckpt.nbytes:.2f}x")

@@ -28,7 +28,7 @@ def class_from_cell(source: str, namespace: dict[str, Any], name: str, chosen: s
     if chosen is not None and chosen not in classes:
         raise DeploymentError(f"--class {chosen}: the cell defines {', '.join(classes)}; pick one of those.")
     try:
-        exec(compile(source, f"<%%deploy {name}>", "exec"), namespace)  # noqa: S102 - the user's own cell
+        exec(compile(source, f"<%%deploy {name}>", "exec"), namespace)
     except Exception as exc:
         raise DeploymentError(f"the cell raised {type(exc).__name__}: {exc}; fix it and run it again.") from None
     target = namespace[chosen or classes[-1]]

@@ -56,7 +56,7 @@ def _say(message: str) -> None:
 
 
 @magics_class
-class ServelabMagics(Magics):  # type: ignore[misc]
+class ServelabMagics(Magics):
     """servelab's magics; loaded by ``%load_ext servelab``."""
 
     nodes = Integer(3, help="Worker nodes of an embedded cluster (%servelab up)").tag(config=True)
@@ -70,7 +70,9 @@ class ServelabMagics(Magics):  # type: ignore[misc]
     @friendly
     @magic_arguments()
     @argument("action", choices=["up", "connect", "status", "view", "down"], help="what to do")
-    @argument("address", nargs="?", help="connect: 'host:6379' or 'ray://host:10001' (default: the cluster found on this machine)")
+    @argument(
+        "address", nargs="?", help="connect: 'host:6379' or 'ray://host:10001' (default: the cluster found on this machine)"
+    )
     @argument("--nodes", type=int, help="up: worker nodes (default 3)")
     @argument("--gpus-per-node", type=float, help="up: logical GPUs per worker (default 2)")
     @argument("--cpus-per-node", type=float, help="up: CPUs per worker (default 1)")
@@ -282,9 +284,8 @@ def _print_event(event: Any) -> None:
 def _deploy_line(progress: Any) -> str:
     info = progress.deployment
     loads = ", ".join(f"{w.seconds:.2f} s" for w in progress.loads)
-    return (
-        f"{info.name}: {info.running_replicas}/{info.target_replicas} replica(s) running after {progress.elapsed_s:.0f} s"
-        + (f"; weights streamed in {loads}" if loads else "")
+    return f"{info.name}: {info.running_replicas}/{info.target_replicas} replica(s) running after {progress.elapsed_s:.0f} s" + (
+        f"; weights streamed in {loads}" if loads else ""
     )
 
 

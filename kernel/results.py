@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 
+from servelab.loader.progress import format_bytes, format_rate
 from servelab.serving.deployments import WeightLoad
 from servelab.serving.snapshot import DeploymentInfo, format_resources
 
@@ -31,8 +32,8 @@ class Deployed:
         if not self.loads:
             return ""
         times = ", ".join(f"{w.seconds:.2f} s" for w in self.loads)
-        rate = sum(w.gbps for w in self.loads) / len(self.loads)
-        return f"; weights streamed in {times} ({rate:.2f} GB/s per replica)"
+        seconds = sum(w.seconds for w in self.loads)
+        return f"; {format_bytes(self.loads[0].nbytes)} of weights streamed in {times} ({format_rate(sum(w.nbytes for w in self.loads), seconds)} per replica)"
 
     def __repr__(self) -> str:
         i = self.info
@@ -68,8 +69,8 @@ class Streamed:
     def __repr__(self) -> str:
         where = f" into {self.into}" if self.into else ""
         return (
-            f"streamed {len(self.state)} tensors, {self.nbytes / 1e9:.3f} GB in {self.seconds:.2f} s "
-            f"({self.gbps:.2f} GB/s){where} from {self.uri}"
+            f"streamed {len(self.state)} tensors, {format_bytes(self.nbytes)} in {self.seconds:.2f} s "
+            f"({format_rate(self.nbytes, self.seconds)}){where} from {self.uri}"
         )
 
     def _repr_html_(self) -> str:

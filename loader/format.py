@@ -124,9 +124,7 @@ def parse_header(header: bytes, uri: str, file_size: int) -> Header:
     try:
         entries = json.loads(header[HEADER_LENGTH_BYTES:data_start].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointFormatError(
-            f"{uri}: header is not valid JSON ({exc}). The file is corrupt or not safetensors."
-        ) from None
+        raise CheckpointFormatError(f"{uri}: header is not valid JSON ({exc}). The file is corrupt or not safetensors.") from None
     if not isinstance(entries, dict):
         raise CheckpointFormatError(f"{uri}: header is JSON but not an object of tensors; the file is corrupt.")
     metadata = entries.pop("__metadata__", None) or {}
@@ -149,8 +147,7 @@ def _tensor_spec(name: str, entry: Any, uri: str, data_start: int, data_size: in
     dtype = entry.get("dtype")
     if dtype not in DTYPES:
         raise CheckpointFormatError(
-            f"{where}: unknown dtype {dtype!r}. servelab reads {', '.join(DTYPES)}; "
-            "convert the checkpoint to one of these."
+            f"{where}: unknown dtype {dtype!r}. servelab reads {', '.join(DTYPES)}; convert the checkpoint to one of these."
         )
     shape = entry.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):

@@ -34,6 +34,19 @@ class LoadProgress:
         return asdict(self)
 
 
+def format_bytes(nbytes: float) -> str:
+    """``67200512`` as ``"67.2 MB"``: decimal units, three significant figures."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= size:
+            return f"{nbytes / size:.3g} {unit}"
+    return f"{nbytes:.0f} B"
+
+
+def format_rate(nbytes: float, seconds: float) -> str:
+    """Throughput in the unit that suits it: ``"1.72 GB/s"``, ``"35.1 MB/s"``."""
+    return f"{format_bytes(nbytes / seconds)}/s" if seconds > 0 else "-"
+
+
 ProgressCallback = Callable[[LoadProgress], None]
 Progress = bool | ProgressCallback | None
 

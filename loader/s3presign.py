@@ -51,11 +51,9 @@ def credentials_from(options: Mapping[str, Any], environ: Mapping[str, str] = os
     )
 
 
-def presign_get(
-    bucket: str, key: str, credentials: S3Credentials, expires_s: int, now: datetime.datetime | None = None
-) -> str:
+def presign_get(bucket: str, key: str, credentials: S3Credentials, expires_s: int, now: datetime.datetime | None = None) -> str:
     """A URL that GETs ``s3://bucket/key`` for ``expires_s`` seconds, signed with SigV4 query auth."""
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     if credentials.endpoint:  # S3-compatible servers: path-style addressing
         parts = urlsplit(credentials.endpoint)
         scheme, host, path = parts.scheme, parts.netloc, f"{parts.path.rstrip('/')}/{bucket}/{key}"

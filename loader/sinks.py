@@ -49,7 +49,7 @@ class HostSink:
 
     def fill(self, chunk: Chunk, source: ByteSource) -> None:
         slab, offsets, _ = self._files[chunk.file]
-        memory = memoryview(slab.numpy())
+        memory = memoryview(slab.numpy())  # type: ignore[arg-type]  # numpy arrays are buffers; the stubs disagree
         buffers = [memory[offsets[s.tensor] + s.offset : offsets[s.tensor] + s.offset + s.length] for s in chunk.segments]
         source.read_into(chunk.offset, buffers)
 
@@ -91,7 +91,7 @@ class CudaSink:
         staging = self._staging.get()
         try:
             host = staging[: chunk.length]
-            source.read_into(chunk.offset, [memoryview(host.numpy())])
+            source.read_into(chunk.offset, [memoryview(host.numpy())])  # type: ignore[arg-type]
             with torch.cuda.stream(self._stream):
                 position = 0
                 for s in chunk.segments:
@@ -137,9 +137,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
         raise DeviceError(f"device={device!r} is not a device ({exc}); use 'cpu', 'cuda', 'cuda:N' or 'auto'.") from None
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError(
-                f"device={device!r} but CUDA is not available on this machine; use device='cpu' or device='auto'."
-            )
+            raise DeviceError(f"device={device!r} but CUDA is not available on this machine; use device='cpu' or device='auto'.")
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
             raise DeviceError(f"device={device!r} but this machine has {torch.cuda.device_count()} CUDA device(s).")
     elif resolved.type != "cpu":

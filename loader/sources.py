@@ -65,7 +65,7 @@ class ByteSource(ABC):
         self.read_into(offset, [memoryview(buffer)])
         return bytes(buffer)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op unless the source holds something
         """Release connections or file handles; idempotent."""
 
     @abstractmethod
@@ -237,9 +237,7 @@ class HTTPSource(ByteSource):
         if response.status == 404:
             raise CheckpointNotFoundError(f"{self.uri}: not found (HTTP 404). Check the URI.")
         if response.status in (401, 403):
-            raise SourceReadError(
-                f"{self.uri}: access denied (HTTP {response.status}). Check credentials in storage_options."
-            )
+            raise SourceReadError(f"{self.uri}: access denied (HTTP {response.status}). Check credentials in storage_options.")
         if response.status == 429 or response.status >= 500:
             raise TransientReadError(f"HTTP {response.status} {response.reason}")
         raise SourceReadError(f"{self.uri}: HTTP {response.status} {response.reason}: {body[:200]!r}")

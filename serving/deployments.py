@@ -274,7 +274,7 @@ def _check_weights(name: str, uri: str, options: dict[str, Any]) -> None:
 def _with_weights(cls: type, uri: str, options: dict[str, Any]) -> type:
     """A subclass of ``cls`` whose constructor streams the weights, passes them first, and reports the load."""
 
-    class WithWeights(cls):  # type: ignore[misc, valid-type]
+    class WithWeights(cls):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             from servelab.loader import load
 

@@ -251,9 +251,7 @@ def _cannot_move(node_id: str, snap: Snapshot) -> str:
         return f"node {node_id} is gone"
     room = {n.id: dict(n.available) for n in snap.nodes if n.id != node_id and not n.draining}
     for replica in sorted(snap.replicas_on(node_id), key=lambda r: -sum(r.resources.values())):
-        options = [
-            n for n in room if fits(room[n], replica.resources) and label_match(snap.node(n), replica.label_selector)
-        ]
+        options = [n for n in room if fits(room[n], replica.resources) and label_match(snap.node(n), replica.label_selector)]
         if not options:
             return f"replica {replica.id} of {replica.deployment} no longer fits anywhere but {node_id}; plan again"
         best = min(options, key=lambda n: sum(room[n].get(k, 0.0) - v for k, v in replica.resources.items()))
@@ -269,5 +267,3 @@ def _stats(results: list[tuple[bool, float]]) -> LatencyStats:
         return LatencyStats(len(results), failed, None, None)
     p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
     return LatencyStats(len(results), failed, statistics.median(latencies), p99)
-
-

@@ -146,7 +146,9 @@ def _build(snapshot: Snapshot, keep: list[str], objective: Objective) -> _Model:
             else:
                 fixed_counts[replica.key][i] += 1
     need = np.array([[r.resources.get(k, 0.0) for k in resources] for r in movable]).reshape(len(movable), len(resources))
-    eligible = np.array([[label_match(n, r.label_selector) for n in nodes] for r in movable], dtype=bool).reshape(len(movable), len(nodes))
+    eligible = np.array([[label_match(n, r.label_selector) for n in nodes] for r in movable], dtype=bool).reshape(
+        len(movable), len(nodes)
+    )
     weights = np.array([1.0 if objective == "nodes" else n.cost for n in nodes])
     return _Model(nodes, resources, base, candidates, workers, movable, current, need, eligible, fixed_counts, pinned, weights)
 
@@ -216,7 +218,7 @@ def _exact(model: _Model, max_moves: int | None, time_limit_s: float) -> tuple[l
 
     workers = sorted(model.workers)
     y_of = {n: k for k, n in enumerate(workers)}
-    pairs = [(r, n) for r in range(len(model.movable)) for n in np.flatnonzero(model.eligible[r])]
+    pairs = [(r, int(n)) for r in range(len(model.movable)) for n in np.flatnonzero(model.eligible[r])]
     x_of = {pair: len(workers) + k for k, pair in enumerate(pairs)}
     size = len(workers) + len(pairs)
     moves_weight = float(model.weights[workers].min() if workers else 1.0) / (len(model.movable) + 1)
@@ -231,7 +233,8 @@ def _exact(model: _Model, max_moves: int | None, time_limit_s: float) -> tuple[l
         lower.append(lo)
         upper.append(hi)
 
-    by_replica, by_node = defaultdict(dict), defaultdict(dict)
+    by_replica: dict[int, dict[int, float]] = defaultdict(dict)
+    by_node: dict[int, dict[int, int]] = defaultdict(dict)
     for (r, n), k in x_of.items():
         by_replica[r][k] = 1.0
         by_node[n][k] = r
@@ -338,7 +341,6 @@ def _result(
         optimal=optimal or (objective == "nodes" and after == bound),  # reaching the bound proves it
         planning_s=planning_s,
     )
-
 
 
 def projected(snapshot: Snapshot, plan: Plan) -> Snapshot:

@@ -161,6 +161,8 @@ def start_serve(http_port: int) -> None:
 
     # A proxy on a node being drained would drop its requests, hence HeadOnly.
     serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": http_port})
+    # Serve configures its logger at INFO when it starts: one line per deploy is noise in a notebook.
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
 
 
 def shutdown_serve() -> None:
@@ -236,7 +238,9 @@ def set_target_replicas(app: str, name: str, replicas: int) -> None:
     ray.get(controller.update_deployment_replicas.remote(DeploymentID(name=name, app_name=app), replicas))
 
 
-def run_app(target: Any, name: str, app: str, route_prefix: str | None, options: dict[str, Any], args: tuple, kwargs: dict) -> None:
+def run_app(
+    target: Any, name: str, app: str, route_prefix: str | None, options: dict[str, Any], args: tuple, kwargs: dict
+) -> None:
     """Deploy ``target`` as application ``app`` and return at once; replicas start in the background."""
     from ray import serve
 

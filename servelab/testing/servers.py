@@ -60,9 +60,11 @@ class _Process:
         self._process: subprocess.Popen[bytes] | None = None
         self._state = Path(tempfile.mkdtemp(prefix=f"servelab-{type(self).__name__.lower()}-"))
 
-    def _spawn(self, argv: list[str]) -> None:
+    def _spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         self._log = open(self._state / "server.log", "wb")  # noqa: SIM115 - closed in stop()
-        self._process = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._process = subprocess.Popen(
+            argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})}
+        )
 
     def _wait_until(self, ready: Any, timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s

@@ -51,7 +51,7 @@ class FlakyServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 - the http.server protocol
+            def do_GET(self) -> None:
                 number = flaky._next_request()
                 if number <= flaky.fail_first:
                     self._reply(HTTPStatus.SERVICE_UNAVAILABLE, b"busy")

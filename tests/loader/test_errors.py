@@ -64,11 +64,11 @@ def test_bad_offsets_and_dtypes(scratch: Path, entries: dict, data: int, message
 def test_corrupt_and_oversized_headers(scratch: Path) -> None:
     garbage = scratch / "garbage.safetensors"
     garbage.write_bytes(struct.pack("<Q", 12) + b"\xff\xfe not json at all")
-    with pytest.raises(CheckpointFormatError, match="garbage.safetensors: header is not valid JSON"):
+    with pytest.raises(CheckpointFormatError, match=r"garbage\.safetensors: header is not valid JSON"):
         load(str(garbage))
     oversized = scratch / "oversized.safetensors"
     oversized.write_bytes(struct.pack("<Q", 1 << 40) + b"{}")
-    with pytest.raises(CheckpointFormatError, match="oversized.safetensors: header length field says"):
+    with pytest.raises(CheckpointFormatError, match=r"oversized\.safetensors: header length field says"):
         load(str(oversized))
     tiny = scratch / "tiny.safetensors"
     tiny.write_bytes(b"abc")
@@ -120,7 +120,7 @@ def test_bad_index(scratch: Path, index: str, message: str) -> None:
 def test_not_found_everywhere(uri_for: UriFor, scratch: Path) -> None:
     for source in ("file", "http", "s3", "memory"):
         uri, options = uri_for(source, "dtypes/absent.safetensors")
-        with pytest.raises(CheckpointNotFoundError, match="absent.safetensors"):
+        with pytest.raises(CheckpointNotFoundError, match=r"absent\.safetensors"):
             load(uri, storage_options=options)
     with pytest.raises(CheckpointNotFoundError, match="is a directory"):
         load(str(scratch))

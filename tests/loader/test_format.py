@@ -74,7 +74,7 @@ def test_rejects_invalid_json() -> None:
 def test_rejects_header_length_beyond_file_or_limit() -> None:
     with pytest.raises(CheckpointFormatError, match="only 100 bytes"):
         header_size(struct.pack("<Q", 500), "x", 100)
-    with pytest.raises(CheckpointFormatError, match="over the .*-byte limit"):
+    with pytest.raises(CheckpointFormatError, match=r"over the .*-byte limit"):
         header_size(struct.pack("<Q", MAX_HEADER_BYTES + 1), "x", 1 << 40)
     with pytest.raises(CheckpointFormatError, match="too short"):
         header_size(b"\x01\x02", "x", 2)

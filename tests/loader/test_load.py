@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,7 @@ def test_stream_yields_tensors_while_later_bytes_are_still_in_flight(uri_for: Ur
     assert seen_at[0] <= sizes[0] + 2 * concurrency * chunk_size < total / 2
     assert events[-1].bytes_done == total
     assert events[-1].tensors_done == events[-1].tensors_total == len(seen_at)
-    assert all(a.bytes_done <= b.bytes_done for a, b in zip(events, events[1:], strict=False))
+    assert all(a.bytes_done <= b.bytes_done for a, b in itertools.pairwise(events))
 
 
 def test_include_by_names_reads_only_their_shards(uri_for: UriFor, checkpoints: Path, scratch: Path) -> None:

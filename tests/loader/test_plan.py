@@ -29,7 +29,7 @@ def test_chunks_cover_every_selected_byte_once_within_bounds(seed: int) -> None:
     chunk_size = rng.choice([1, 64, 1000, 1 << 20])
     chunks = plan_chunks(specs, chunk_size, file=3)
 
-    covered = {i: 0 for i in range(len(specs))}
+    covered = dict.fromkeys(range(len(specs)), 0)
     for chunk in chunks:
         assert chunk.file == 3
         assert 0 < chunk.length <= chunk_size

@@ -15,7 +15,7 @@ WORKERS = 3
 NODE_TYPE = {"count": WORKERS, "cpus": 1, "gpus": 2, "cost_per_hour": 2.5, "labels": {"zone": "a"}}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped before the notebooks start clusters of their own
 def cluster() -> Iterator[str]:
     address = serving.up(node_types={"gpu2": NODE_TYPE}, http_port=free_port())
     try:

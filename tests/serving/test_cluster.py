@@ -127,7 +127,7 @@ def test_bad_deployments_change_nothing(cluster: str, options: dict, message: st
 def test_weights_that_are_not_safetensors(cluster: str, served_dir: Path, nginx: NginxServer) -> None:
     reset(cluster)
     (served_dir / "notes.txt").write_text("not a checkpoint")
-    with pytest.raises(DeploymentError, match="weights cannot be loaded: .*notes.txt"):
+    with pytest.raises(DeploymentError, match=r"weights cannot be loaded: .*notes\.txt"):
         serving.deploy("bad", WeightsSummary, weights=nginx.url("notes.txt"))
     assert serving.deployments() == []
 

@@ -28,7 +28,11 @@ def test_spread_cluster_scores_the_surplus_share_of_nodes() -> None:
 
 def test_lower_bound_takes_the_scarcest_resource_and_largest_nodes_first() -> None:
     nodes = [node("head", 0, 0, head=True), node("big", 8, 8), node("small1", 2, 8), node("small2", 2, 8)]
-    placement = {"small1": [replica("a", {"GPU": 2, "CPU": 1})], "small2": [replica("b", {"GPU": 2, "CPU": 1})], "big": [replica("c", {"GPU": 1, "CPU": 6})]}
+    placement = {
+        "small1": [replica("a", {"GPU": 2, "CPU": 1})],
+        "small2": [replica("b", {"GPU": 2, "CPU": 1})],
+        "big": [replica("c", {"GPU": 1, "CPU": 6})],
+    }
     snapshot = cluster(nodes, placement)
     assert lower_bound(snapshot) == 1  # 5 GPU and 8 CPU fit the 8-GPU, 8-CPU node
     assert lower_bound(snapshot, keep=["big"]) == 0  # kept, big's spare room takes both small replicas

@@ -32,7 +32,9 @@ def cluster(nodes: list[Node], placement: dict[str, list[Replica]]) -> Snapshot:
         for r in placement.get(n.id, []):
             for k, v in r.resources.items():
                 free[k] -= v
-            placed.append(Replica(r.id, r.deployment, r.app, n.id, r.resources, r.state, r.label_selector, r.max_replicas_per_node))
+            placed.append(
+                Replica(r.id, r.deployment, r.app, n.id, r.resources, r.state, r.label_selector, r.max_replicas_per_node)
+            )
         final.append(Node(n.id, n.type, n.total, free, n.labels, n.alive, n.draining, n.head, n.cost_per_hour))
     return Snapshot(tuple(final), tuple(placed), taken_at=0.0)
 
