@@ -4,32 +4,37 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 EXTRAS="${1:-}"
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1  # tests drive Debian's chromium; never download a browser
 
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 # Reinstall only when the requirements changed: the stamp is the hash of pyproject.toml and the extras.
 STAMP="$VENV/.servelab-installed"
-WANT="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)-$EXTRAS"
+WANT="$(sha256sum < "$ROOT/pyproject.toml" | cut -c1-16)-$EXTRAS"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
     SPEC="$ROOT"
     [ -n "$EXTRAS" ] && SPEC="$ROOT[$EXTRAS]"
     # torch is pinned to the CPU build of 2.13.0 first: a looser request pulls several GB of CUDA wheels.
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "is ignored" || true
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$SPEC" 2>&1 | grep -v "is ignored" || true
-    "$VENV/bin/python" -c "import servelab.loader" # fail here, loudly, if the install did not work
+    "$VENV/bin/python" -c "import servelab.loader, servelab.kernel, servelab.widgets" # fail here, loudly, if the install did not work
     echo "$WANT" > "$STAMP"
 fi
 
-# nginx serves HTTP checkpoints in the tests and benchmarks (Debian's nginx-light).
-need_nginx() {
-    if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
-        if [ "$(id -u)" = 0 ]; then
-            (apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx-light) >/dev/null
-        else
-            echo "nginx is missing: run 'sudo apt-get install -y nginx-light'" >&2
-            return 1
-        fi
+# Debian packages the tests need: nginx serves HTTP checkpoints, chromium runs JupyterLab headless.
+need_debian() {
+    local missing=()
+    for pair in "$@"; do
+        local binary="${pair%%:*}" package="${pair##*:}"
+        command -v "$binary" >/dev/null 2>&1 || [ -x "/usr/sbin/$binary" ] || missing+=("$package")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" = 0 ]; then
+        (apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}") >/dev/null
+    else
+        echo "missing Debian packages: run 'sudo apt-get install -y ${missing[*]}'" >&2
+        return 1
     fi
 }
 PY="$VENV/bin/python"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh machine: sets up .venv with the dev extras and nginx, then runs pytest.
+# The whole suite on a fresh machine: .venv with the dev extras, nginx and chromium; then lint and
+# types, pytest, the tutorials under nbval and the browser test, in one pytest run.
 source "$(dirname "$0")/env.sh" dev
-need_nginx
+need_debian nginx:nginx-light chromium:chromium
 cd "$ROOT"
-exec "$PY" -m pytest "$@"
+bash scripts/lint.sh
+exec "$PY" -m pytest tests examples --nbval-lax --nbval-current-env --nbval-cell-timeout=600 "$@"

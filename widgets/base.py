@@ -7,7 +7,7 @@ from typing import Any
 import ipywidgets as W
 
 
-class SummarisedBox(W.VBox):  # type: ignore[misc]
+class SummarisedBox(W.VBox):
     """A VBox that also offers HTML and text summaries in its mimebundle.
 
     JupyterLab renders the live widget; plain IPython, nbval and static renderers show the summary.

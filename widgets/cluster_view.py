@@ -32,9 +32,9 @@ class ClusterView(SummarisedBox):
     def __init__(self, read: Callable[[], Snapshot] | None = None, interval_s: float = 2.0, autostart: bool = True) -> None:
         import plotly.graph_objects as go
 
-        if read is None:
-            from servelab.serving import snapshot as read
-        self._read = read
+        from servelab.serving import snapshot
+
+        self._read = read or snapshot
         self.interval_s = interval_s
         self.snapshot: Snapshot | None = None
         self.error = ""

@@ -12,11 +12,19 @@ from servelab.serving.executor import CompactionEvent, CompactionReport, LoadPro
 from servelab.serving.planner import Plan, projected
 from servelab.serving.snapshot import Snapshot
 from servelab.widgets.base import SummarisedBox
-from servelab.widgets.figures import cluster_layout, cluster_traces
+from servelab.widgets.figures import cluster_layout, cluster_traces, colours
 from servelab.widgets.model import node_label
 from servelab.widgets.summary import plan_html, plan_text, report_html, report_text
 
-EVENT_ICONS = {"planned": "&#128221;", "draining": "&#9203;", "migrated": "&#10132;", "released": "&#9989;", "stopped": "&#9940;", "done": "&#127881;"}
+HALF_WIDTH_PX = 520  # two side by side in a notebook of usual width; they wrap below each other when narrower
+EVENT_ICONS = {
+    "planned": "&#128221;",
+    "draining": "&#9203;",
+    "migrated": "&#10132;",
+    "released": "&#9989;",
+    "stopped": "&#9940;",
+    "done": "&#127881;",
+}
 
 
 class CompactionPanel(SummarisedBox):
@@ -38,22 +46,27 @@ class CompactionPanel(SummarisedBox):
     ) -> None:
         import plotly.graph_objects as go
 
-        if compact is None:
-            from servelab.serving import compact
+        from servelab.serving import compact as run_compaction
+
         self.snapshot = snapshot
         self.plan = plan
         self.events: list[CompactionEvent] = []
         self.report: CompactionReport | None = None
         self.error = ""
-        self._compact = compact
+        self._compact = compact or run_compaction
         self._probe = probe
         self._thread: threading.Thread | None = None
         after = projected(snapshot, plan)
         rows = [node_label(n) for n in sorted(snapshot.nodes, key=lambda n: (not n.head, n.type, n.id))]
-        self.before = go.FigureWidget(data=cluster_traces(snapshot, nodes=rows), layout=cluster_layout(snapshot, "Now"))
-        self.after = go.FigureWidget(data=cluster_traces(after, legend=False, nodes=rows), layout=cluster_layout(after, "After the plan"))
-        self.after.layout.height = self.before.layout.height  # freed nodes leave gaps, rows line up
+        palette = colours([f"{r.app}/{r.deployment}" for r in snapshot.replicas])  # the same colours in both
+        self.before = go.FigureWidget(cluster_traces(snapshot, nodes=rows, palette=palette), cluster_layout(snapshot, "Now"))
+        self.after = go.FigureWidget(
+            cluster_traces(after, legend=False, nodes=rows, palette=palette), cluster_layout(after, "After the plan")
+        )
+        self.after.layout.height = self.before.layout.height  # freed nodes stay as empty rows, so rows line up
         self.after.update_yaxes(categoryarray=list(reversed(rows)))
+        for figure in (self.before, self.after):
+            figure.layout.width = HALF_WIDTH_PX
         self.details = W.HTML(plan_html(plan))
         self.button = W.Button(
             description=f"Compact: free {len(plan.nodes_to_free)} node(s)",
@@ -65,7 +78,8 @@ class CompactionPanel(SummarisedBox):
         self.button.on_click(lambda _: self.run())
         self.event_log = W.HTML()
         self.outcome = W.HTML()
-        super().__init__([W.HBox([self.before, self.after]), self.details, self.button, self.event_log, self.outcome])
+        figures = W.HBox([self.before, self.after], layout=W.Layout(flex_flow="row wrap"))
+        super().__init__([figures, self.details, self.button, self.event_log, self.outcome])
         self.add_class("servelab-compaction-panel")
 
     @property
@@ -100,9 +114,11 @@ class CompactionPanel(SummarisedBox):
 
     def _on_event(self, event: CompactionEvent) -> None:
         self.events.append(event)
-        self.event_log.value = "<div style='font-size:12px'>" + "<br>".join(
-            f"{EVENT_ICONS.get(e.kind, '')} <b>{e.elapsed_s:5.1f} s</b> {escape(e.message)}" for e in self.events
-        ) + "</div>"
+        self.event_log.value = (
+            "<div style='font-size:12px'>"
+            + "<br>".join(f"{EVENT_ICONS.get(e.kind, '')} <b>{e.elapsed_s:5.1f} s</b> {escape(e.message)}" for e in self.events)
+            + "</div>"
+        )
 
     def summary_text(self) -> str:
         return report_text(self.report) if self.report else plan_text(self.plan)
@@ -114,4 +130,3 @@ class CompactionPanel(SummarisedBox):
 def compaction_probe(urls: list[str]) -> Callable[[], LoadProbe | None]:
     """A factory of request loops over ``urls`` (None when there is nothing to call)."""
     return lambda: LoadProbe(urls) if urls else None
-

@@ -2,50 +2,59 @@
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 from servelab.serving.snapshot import Snapshot
 from servelab.widgets.model import FREE, OTHER, STRANDED, Segment, node_label, resources_of, segments
 
 PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#B279A2", "#72B7B2", "#EECA3B", "#FF9DA6", "#9D755D", "#E45756", "#79706E")
-FIXED = {OTHER: "#BAB0AC", STRANDED: "#D62728", FREE: "#EEEEEE"}
+FIXED = {OTHER: "#A0A0A0", STRANDED: "#F2A7A0", FREE: "#EEEEEE"}
+NAMES = {OTHER: "used by Ray/Serve", STRANDED: "stranded (no replica shape fits)", FREE: "free"}
 UNITS = {"GPU": "GPU", "CPU": "CPU", "memory": "GiB"}
+COLUMN_GAP = 0.1
 
 
-def colour(holder: str) -> str:
-    """A stable colour per deployment (the same in every figure and every refresh)."""
-    return FIXED.get(holder) or PALETTE[zlib.crc32(holder.encode()) % len(PALETTE)]
+def colours(deployments: list[str]) -> dict[str, str]:
+    """A colour per deployment, by name order: distinct for up to ten, the same before and after a plan."""
+    return {**{name: PALETTE[i % len(PALETTE)] for i, name in enumerate(sorted(set(deployments)))}, **FIXED}
 
 
-def cluster_traces(snapshot: Snapshot, legend: bool = True, column_offset: int = 0, nodes: list[str] | None = None) -> list[Any]:
-    """Bar traces for ``snapshot``: one per holder and resource column, in subplot column order."""
+def cluster_traces(
+    snapshot: Snapshot, legend: bool = True, nodes: list[str] | None = None, palette: dict[str, str] | None = None
+) -> list[Any]:
+    """Bar traces for ``snapshot``: one per holder and resource column, every node a row in every column."""
     import plotly.graph_objects as go
 
     parts = segments(snapshot)
     columns = resources_of(snapshot)
     order = nodes or _rows(snapshot)
     holders = sorted({s.holder for s in parts}, key=lambda h: (h in FIXED, list(FIXED).index(h) if h in FIXED else 0, h))
+    palette = palette or colours([h for h in holders if h not in FIXED])
     traces = []
-    for column, resource in enumerate(columns, start=1 + column_offset):
+    in_legend: set[str] = set()
+    for column, resource in enumerate(columns, start=1):
+        axes = {"xaxis": f"x{column if column > 1 else ''}", "yaxis": f"y{column if column > 1 else ''}"}
+        # An empty bar per row keeps every node a row in every column (the head has no GPU, say).
+        traces.append(go.Bar(y=order, x=[0] * len(order), orientation="h", showlegend=False, hoverinfo="skip", **axes))
         for holder in holders:
             mine = {s.node: s for s in parts if s.resource == resource and s.holder == holder}
             if not mine:
                 continue
             rows = [n for n in order if n in mine]
+            shown = legend and holder not in in_legend
+            in_legend.add(holder)
             traces.append(
                 go.Bar(
-                    name=holder,
+                    name=NAMES.get(holder, holder),
                     legendgroup=holder,
-                    showlegend=legend and column == 1 + column_offset,
+                    showlegend=shown,
                     orientation="h",
                     y=rows,
                     x=[mine[n].fraction for n in rows],
                     customdata=[_amount(mine[n]) for n in rows],
-                    hovertemplate=f"%{{y}}<br>{holder}: %{{customdata}}<extra>{resource}</extra>",
-                    marker={"color": colour(holder), "line": {"width": 0}},
-                    xaxis=f"x{column if column > 1 else ''}",
-                    yaxis=f"y{column if column > 1 else ''}",
+                    hovertemplate=f"%{{y}}<br>{NAMES.get(holder, holder)}: %{{customdata}}<extra>{resource}</extra>",
+                    marker={"color": palette.get(holder, "#333"), "line": {"width": 0}},
+                    **axes,
                 )
             )
     return traces
@@ -57,21 +66,22 @@ def cluster_layout(snapshot: Snapshot, title: str = "", height: int | None = Non
     rows = _rows(snapshot)
     layout: dict[str, Any] = {
         "barmode": "stack",
-        "title": {"text": title, "x": 0.01, "font": {"size": 14}},
-        "height": height or 90 + 34 * max(1, len(rows)),
-        "margin": {"l": 10, "r": 10, "t": 40 if title else 24, "b": 30},
-        "legend": {"orientation": "h", "y": -0.12 if len(rows) > 3 else -0.3, "x": 0},
+        "title": {"text": title, "x": 0.01, "y": 0.98, "yanchor": "top", "font": {"size": 14}},
+        "height": height or 150 + 34 * max(1, len(rows)),
+        "margin": {"l": 10, "r": 10, "t": 70, "b": 40},
+        "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0, "font": {"size": 11}},
         "plot_bgcolor": "white",
-        "bargap": 0.25,
+        "bargap": 0.3,
     }
     width = 1.0 / max(1, len(columns))
     for index, resource in enumerate(columns, start=1):
         suffix = "" if index == 1 else str(index)
         layout[f"xaxis{suffix}"] = {
-            "domain": [(index - 1) * width + 0.02, index * width - 0.02],
+            "domain": [(index - 1) * width + COLUMN_GAP / 2, index * width - COLUMN_GAP / 2],
             "range": [0, 1],
-            "tickformat": ".0%",
-            "title": {"text": resource, "standoff": 2},
+            "tickvals": [0, 0.5, 1],
+            "ticktext": ["0", "50%", "100%"],
+            "title": {"text": resource, "standoff": 4},
             "gridcolor": "#DDD",
         }
         layout[f"yaxis{suffix}"] = {

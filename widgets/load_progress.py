@@ -8,6 +8,7 @@ from html import escape
 import ipywidgets as W
 
 from servelab.loader import LoadProgress
+from servelab.loader.progress import format_bytes, format_rate
 from servelab.widgets.base import SummarisedBox
 
 MIN_UPDATE_S = 0.1  # redraw at most ten times a second: a 32 MiB chunk can arrive every few ms
@@ -43,7 +44,10 @@ class LoadProgressView(SummarisedBox):
             bar = self._bars.get(uri)
             if bar is None:
                 bar = self._bars[uri] = W.FloatProgress(
-                    min=0.0, max=1.0, description=uri.rsplit("/", 1)[-1][-24:], layout=W.Layout(width="520px"),
+                    min=0.0,
+                    max=1.0,
+                    description=uri.rsplit("/", 1)[-1][-24:],
+                    layout=W.Layout(width="520px"),
                     style={"description_width": "180px"},
                 )
                 self.files.children = (*self.files.children, bar)
@@ -54,10 +58,10 @@ class LoadProgressView(SummarisedBox):
     def summary_text(self) -> str:
         event = self.last
         if event is None:
-            return "no progress yet"
+            return "waiting for the first bytes"
         return (
-            f"{event.bytes_done / 1e9:.3f} of {event.bytes_total / 1e9:.3f} GB, {event.tensors_done}/{event.tensors_total} tensors, "
-            f"{len(event.files)} file(s), {event.elapsed_s:.2f} s, {event.gbps:.2f} GB/s"
+            f"{format_bytes(event.bytes_done)} of {format_bytes(event.bytes_total)}, {event.tensors_done}/{event.tensors_total} tensors, "
+            f"{len(event.files)} file(s), {event.elapsed_s:.2f} s, {format_rate(event.bytes_done, event.elapsed_s)}"
         )
 
     def summary_html(self) -> str:

@@ -67,8 +67,13 @@ def node_label(node: Node) -> str:
 
 
 def resources_of(snapshot: Snapshot) -> list[str]:
-    """The resources worth a column: those some node has."""
-    return [name for name in RESOURCES if any(n.total.get(name, 0.0) > 0 for n in snapshot.nodes)]
+    """The resources worth a column: GPU and CPU where nodes have them, memory only where replicas ask for it."""
+    asked = {name for r in snapshot.replicas for name, amount in r.resources.items() if amount}
+    return [
+        name
+        for name in RESOURCES
+        if any(n.total.get(name, 0.0) > 0 for n in snapshot.nodes) and (name != "memory" or name in asked)
+    ]
 
 
 def segments(snapshot: Snapshot) -> list[Segment]:

@@ -1,0 +1,66 @@
+"""A real JupyterLab server on 127.0.0.1 for browser tests and the README's main job."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import sys
+import urllib.request
+from pathlib import Path
+
+from servelab.testing.servers import _Process, free_port
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def chromium_path() -> str | None:
+    """Debian's chromium (never a browser a tool downloads by itself)."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class LabServer(_Process):
+    """``jupyter lab`` serving ``root`` with a random token: ``url("lab/tree/x.ipynb")``."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        super().__init__()
+        self.port = free_port()
+        self.token = secrets.token_hex(16)
+        argv = [
+            sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
+            f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={Path(root).resolve()}",
+            "--ServerApp.open_browser=False", "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ]  # fmt: skip
+        if os.geteuid() == 0:
+            argv.append("--allow-root")
+        # Its own settings: every cell stays rendered (no windowing), so widgets can be looked at.
+        settings = self._state / "settings"
+        tracker = settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+        tracker.parent.mkdir(parents=True)
+        tracker.write_text(json.dumps({"windowingMode": "none"}))
+        notifications = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+        notifications.parent.mkdir(parents=True)
+        notifications.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))  # no pop-ups over widgets
+        env = {"JUPYTERLAB_SETTINGS_DIR": str(settings), "JUPYTERLAB_WORKSPACES_DIR": str(self._state / "workspaces")}
+        self._spawn(argv, env)
+        self._wait_until(self._ready, 120, "JupyterLab")
+
+    def url(self, path: str = "lab") -> str:
+        separator = "&" if "?" in path else "?"
+        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}{separator}token={self.token}"
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url("api/status"), timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False

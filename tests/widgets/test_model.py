@@ -1,0 +1,83 @@
+"""What the widgets draw, from synthetic snapshots: pure logic, no cluster, no frontend."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytest
+
+from servelab.serving import Node, Replica, Snapshot, plan, projected
+from servelab.widgets.figures import FIXED, cluster_traces, colours
+from servelab.widgets.model import FREE, OTHER, STRANDED, Header, node_label, resources_of, segments
+from servelab.widgets.summary import plan_text, snapshot_text
+
+
+def node(name: str, gpus: float, free_gpus: float, cpus: float = 4, free_cpus: float = 4, head: bool = False) -> Node:
+    return Node(
+        name,
+        "head" if head else "gpu",
+        {"GPU": gpus, "CPU": cpus},
+        {"GPU": free_gpus, "CPU": free_cpus},
+        head=head,
+        cost_per_hour=None if head else 3.0,
+    )
+
+
+def replica(name: str, deployment: str, node_id: str, gpus: float) -> Replica:
+    return Replica(name, deployment, deployment, node_id, {"GPU": gpus})
+
+
+@pytest.fixture
+def snap() -> Snapshot:
+    # n1: 2 x 1.5-GPU replicas of "big" leave 1 GPU that no 1.5-GPU shape fits; n2: one 0.5-GPU "small".
+    return Snapshot(
+        nodes=(node("h", 0, 0, cpus=2, free_cpus=1, head=True), node("n1", 4, 1), node("n2", 2, 1.5), node("n3", 2, 2)),
+        replicas=(replica("r1", "big", "n1", 1.5), replica("r2", "big", "n1", 1.5), replica("r3", "small", "n2", 0.5)),
+    )
+
+
+def test_each_bar_adds_up_to_the_node_and_names_who_holds_what(snap: Snapshot) -> None:
+    parts = segments(snap)
+    totals: dict[tuple[str, str], float] = defaultdict(float)
+    for part in parts:
+        totals[(part.node, part.resource)] += part.fraction
+    assert all(total == pytest.approx(1.0) for total in totals.values())
+    n1 = {p.holder: p.amount for p in parts if p.node == node_label(snap.node("n1")) and p.resource == "GPU"}
+    assert n1["big/big"] == 3.0
+    # two of three replicas are 1.5-GPU "big", which cannot use n1's free GPU: two thirds of it are stranded
+    assert n1[STRANDED] == pytest.approx(2 / 3) and n1[FREE] == pytest.approx(1 / 3)
+    head = {p.holder: p.amount for p in parts if p.node == node_label(snap.node("h")) and p.resource == "CPU"}
+    assert head[OTHER] == 1.0  # Serve's controller and proxy, not a replica
+    assert resources_of(snap) == ["GPU", "CPU"]  # no replica asks for memory: no memory column
+
+
+def test_header_and_labels(snap: Snapshot) -> None:
+    header = Header.of(snap)
+    assert (header.nodes_in_use, header.lower_bound) == (2, 1)
+    assert header.cost_per_hour == pytest.approx(9.0 + 0.08)  # three priced workers and a head priced by its CPUs
+    draining = Node("n9", "gpu", {"GPU": 1}, {"GPU": 1}, draining=True)
+    assert node_label(draining) == "gpu n9 (draining)" and node_label(snap.node("h")).endswith("(head)")
+    assert "big x2" in snapshot_text(snap)
+
+
+def test_every_node_is_a_row_in_every_column_and_colours_are_distinct(snap: Snapshot) -> None:
+    traces = cluster_traces(snap)
+    for axis in ("y", "y2"):
+        rows = {y for t in traces if t.yaxis == axis for y in t.y}
+        assert rows == {node_label(n) for n in snap.nodes}
+    assert colours(["b/b", "a/a", "b/b"])["b/b"] == colours(["a/a", "b/b"])["b/b"]  # one colour per name, repeats or not
+    palette = colours(["a/a", "b/b", "c/c"])
+    assert len({palette[d] for d in ("a/a", "b/b", "c/c")}) == 3
+    assert all(palette[k] == v for k, v in FIXED.items())
+
+
+def test_the_projected_layout_matches_the_plan(snap: Snapshot) -> None:
+    compaction = plan(snap)
+    after = projected(snap, compaction)
+    assert {n.id for n in after.nodes} == {n.id for n in snap.nodes} - set(compaction.nodes_to_free)
+    for move in compaction.moves:
+        assert next(r for r in after.replicas if r.id == move.replica).node_id == move.target
+    target = after.node(compaction.moves[0].target)
+    used = sum(r.resources["GPU"] for r in after.replicas if r.node_id == target.id)
+    assert target.available["GPU"] == pytest.approx(target.total["GPU"] - used)
+    assert "move small" in plan_text(compaction)
