@@ -141,9 +141,10 @@ class ServelabMagics(Magics):
             async def __call__(self, request): ...
         """
         from servelab import serving
+        from servelab.serving import context
 
         args = parse_argstring(self.deploy, line)
-        serving.snapshot()  # no cluster: say so before running the user's cell
+        context.current()  # no cluster: say so before running the user's cell
         target = class_from_cell(cell, self.shell.user_ns, args.name, args.cls)
         options = {"storage_options": self._variable(args.storage_options, dict)} if args.storage_options else None
         with Line() as progress:

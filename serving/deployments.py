@@ -15,6 +15,7 @@ from typing import Any
 from servelab.errors import DeploymentError, LoaderError
 from servelab.serving import context, ray_adapter
 from servelab.serving.placement import fits
+from servelab.serving.reader import snapshot
 from servelab.serving.snapshot import DeploymentInfo, format_resources
 
 WEIGHTS = "weights"  # the kind of the replicas' reports in the cluster's key-value store
@@ -250,8 +251,6 @@ def _validated(
 
 
 def _check_some_node_fits(name: str, shape: dict[str, float]) -> None:
-    from servelab.serving.reader import snapshot
-
     nodes = [n for n in snapshot().nodes if not n.draining]
     if not any(fits(n.total, shape) for n in nodes):
         offered = sorted({format_resources({k: v for k, v in n.total.items() if k != "memory"}) for n in nodes})

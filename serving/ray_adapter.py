@@ -187,20 +187,20 @@ def parse_serve_details(details: dict[str, Any]) -> ServeState:
             options = config.get("ray_actor_options") or {}
             resources = actor_resources(options)
             selector = {str(k): str(v) for k, v in (options.get("label_selector") or {}).items()}
-            states = [_enum(r.get("state")) for r in raw.get("replicas") or []]
-            for replica, state in zip(raw.get("replicas") or [], states, strict=True):
-                replicas.append(
-                    Replica(
-                        id=replica["replica_id"],
-                        deployment=name,
-                        app=app,
-                        node_id=replica.get("node_id") or None,
-                        resources=resources,
-                        state=state,
-                        label_selector=selector,
-                        max_replicas_per_node=config.get("max_replicas_per_node"),
-                    )
+            mine = [
+                Replica(
+                    id=replica["replica_id"],
+                    deployment=name,
+                    app=app,
+                    node_id=replica.get("node_id") or None,
+                    resources=resources,
+                    state=_enum(replica.get("state")),
+                    label_selector=selector,
+                    max_replicas_per_node=config.get("max_replicas_per_node"),
                 )
+                for replica in raw.get("replicas") or []
+            ]
+            replicas += mine
             deployments.append(
                 DeploymentInfo(
                     name=name,
@@ -208,8 +208,8 @@ def parse_serve_details(details: dict[str, Any]) -> ServeState:
                     status=_enum(raw.get("status")),
                     message=str(raw.get("message") or ""),
                     target_replicas=int(raw.get("target_num_replicas", config.get("num_replicas") or 0)),
-                    running_replicas=states.count("RUNNING"),
-                    replicas=len(states),
+                    running_replicas=sum(1 for r in mine if r.state == "RUNNING"),
+                    replicas=len(mine),
                     resources=resources,
                     route_prefix=app_details.get("route_prefix"),
                     autoscaling=bool(config.get("autoscaling_config")),

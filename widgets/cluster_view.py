@@ -13,7 +13,7 @@ from servelab.serving.snapshot import Snapshot
 from servelab.widgets.base import SummarisedBox
 from servelab.widgets.figures import cluster_layout, cluster_traces
 from servelab.widgets.model import Header
-from servelab.widgets.summary import header_text, snapshot_html, snapshot_text
+from servelab.widgets.summary import header_html, snapshot_html, snapshot_text
 
 log = logging.getLogger("servelab.widgets")
 
@@ -73,14 +73,7 @@ class ClusterView(SummarisedBox):
             gone = len(self._seen - alive)
             self._seen |= alive
             header = Header.of(snap, gone=gone)
-            self.header.value = (
-                f'<div style="font-size:13px;padding:4px 8px"><b>{header.nodes_in_use}</b> node(s) in use '
-                f"(lower bound <b>{header.lower_bound}</b>) &middot; fragmentation <b>{header.score:.2f}</b> &middot; "
-                f"<b>${header.cost_per_hour:.2f}</b>/h &middot; stranded GPU <b>{header.stranded_gpus:g}</b>"
-                + (f" &middot; {header.draining} draining" if header.draining else "")
-                + (f" &middot; {header.gone} gone since opened" if header.gone else "")
-                + "</div>"
-            )
+            self.header.value = f'<div style="font-size:13px;padding:4px 8px">{header_html(header)}</div>'
             traces = cluster_traces(snap)
             layout = cluster_layout(snap)
             with self.figure.batch_update():
@@ -99,9 +92,6 @@ class ClusterView(SummarisedBox):
 
     def summary_html(self) -> str:
         return snapshot_html(self.snapshot) if self.snapshot else f"<i>ClusterView: {escape(self.error or 'no snapshot yet')}</i>"
-
-    def header_text(self) -> str:
-        return header_text(Header.of(self.snapshot)) if self.snapshot else ""
 
     def _loop(self) -> None:
         while not self._stop.wait(max(0.2, self.interval_s)):

@@ -26,8 +26,23 @@ def header_text(header: Header) -> str:
     if header.draining:
         line += f", {header.draining} draining"
     if header.gone:
-        line += f", {header.gone} gone"
+        line += f", {header.gone} gone since opened"
     return line
+
+
+def header_html(header: Header) -> str:
+    """The header line with its figures in bold (ClusterView's header)."""
+    parts = [
+        f"<b>{header.nodes_in_use}</b> node(s) in use (lower bound <b>{header.lower_bound}</b>)",
+        f"fragmentation <b>{header.score:.2f}</b>",
+        f"<b>${header.cost_per_hour:.2f}</b>/h",
+        f"stranded GPU <b>{header.stranded_gpus:g}</b>",
+    ]
+    if header.draining:
+        parts.append(f"{header.draining} draining")
+    if header.gone:
+        parts.append(f"{header.gone} gone since opened")
+    return " &middot; ".join(parts)
 
 
 def snapshot_text(snapshot: Snapshot) -> str:

@@ -1,0 +1,31 @@
+"""Magic help and traitlets defaults: no cluster needed."""
+
+from __future__ import annotations
+
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
+
+from servelab.kernel import ServelabMagics
+from servelab.kernel.cell import defined_classes
+
+
+def test_help_lists_every_option() -> None:
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "servelab")
+    doc = shell.find_line_magic("compact").__doc__
+    for option in ("--dry-run", "--objective", "--max-moves", "--keep", "--no-probe"):
+        assert option in doc
+    assert "--weights" in shell.find_cell_magic("deploy").__doc__
+
+
+def test_defaults_come_from_config() -> None:
+    config = Config()
+    config.ServelabMagics.nodes = 5
+    config.ServelabMagics.view_interval_s = 0.5
+    magics = ServelabMagics(shell=InteractiveShell.instance(), config=config)
+    assert (magics.nodes, magics.view_interval_s, magics.gpus_per_node) == (5, 0.5, 2.0)
+
+
+def test_the_classes_a_cell_defines() -> None:
+    assert defined_classes("import torch\nclass A: pass\nx = 1\nclass B(A): pass\n") == ["A", "B"]
+    assert defined_classes("def f():\n    class Inner: pass\n") == []
