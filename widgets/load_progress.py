@@ -46,9 +46,9 @@ class LoadProgressView(SummarisedBox):
                 bar = self._bars[uri] = W.FloatProgress(
                     min=0.0,
                     max=1.0,
-                    description=uri.rsplit("/", 1)[-1][-24:],
-                    layout=W.Layout(width="520px"),
-                    style={"description_width": "180px"},
+                    description=uri.rsplit("/", 1)[-1],
+                    layout=W.Layout(width="640px"),
+                    style={"description_width": "initial"},  # the whole file name: shards differ at its end
                 )
                 self.files.children = (*self.files.children, bar)
             bar.value = done / total if total else 1.0

@@ -81,3 +81,22 @@ def test_the_projected_layout_matches_the_plan(snap: Snapshot) -> None:
     used = sum(r.resources["GPU"] for r in after.replicas if r.node_id == target.id)
     assert target.available["GPU"] == pytest.approx(target.total["GPU"] - used)
     assert "move small" in plan_text(compaction)
+
+
+def test_load_progress_view_draws_a_bar_per_file_and_the_rate() -> None:
+    from servelab.loader import LoadProgress
+    from servelab.widgets import LoadProgressView
+
+    view = LoadProgressView()
+    files = (
+        ("s3://m/model-00001-of-00002.safetensors", 50_000_000, 100_000_000),
+        ("s3://m/model-00002-of-00002.safetensors", 0, 100_000_000),
+    )
+    view(LoadProgress("s3://m/index.json", 50_000_000, 200_000_000, 3, 10, 0.5, files))
+    bars = list(view.files.children)
+    assert [b.description for b in bars] == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    assert [b.value for b in bars] == [0.5, 0.0]
+    done = tuple((uri, total, total) for uri, _, total in files)
+    view(LoadProgress("s3://m/index.json", 200_000_000, 200_000_000, 10, 10, 1.0, done))
+    assert [b.value for b in bars] == [1.0, 1.0] and {b.bar_style for b in bars} == {"success"}
+    assert view.summary_text() == "200 MB of 200 MB, 10/10 tensors, 2 file(s), 1.00 s, 200 MB/s"
