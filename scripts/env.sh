@@ -9,9 +9,10 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1  # tests drive Debian's chromium; neve
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
-# Reinstall only when the requirements changed: the stamp is the hash of pyproject.toml and the extras.
+# Reinstall only when the requirements or the sidebar's sources changed (the install builds the
+# sidebar): the stamp hashes pyproject.toml, setup.py, the sidebar's sources and the extras.
 STAMP="$VENV/.servelab-installed"
-WANT="$(sha256sum < "$ROOT/pyproject.toml" | cut -c1-16)-$EXTRAS"
+WANT="$(cd "$ROOT" && cat pyproject.toml setup.py jupyter_ext/package.json jupyter_ext/tsconfig.json jupyter_ext/src/* jupyter_ext/style/* | sha256sum | cut -c1-16)-$EXTRAS"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
     SPEC="$ROOT"
     [ -n "$EXTRAS" ] && SPEC="$ROOT[$EXTRAS]"

@@ -16,6 +16,7 @@ from servelab.errors import (
     ClusterError,
     CompactionError,
     DeploymentError,
+    DeploymentNotFoundError,
     DeviceError,
     LoaderError,
     ServelabError,
@@ -24,6 +25,11 @@ from servelab.errors import (
 )
 
 __version__ = "0.1.0"
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """The Jupyter server extension: ``servelab.jupyter_ext`` (enabled by the package's jupyter-config)."""
+    return [{"module": "servelab.jupyter_ext"}]
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -39,6 +45,7 @@ __all__ = [
     "ClusterError",
     "CompactionError",
     "DeploymentError",
+    "DeploymentNotFoundError",
     "DeviceError",
     "LoaderError",
     "ServelabError",

@@ -35,6 +35,10 @@ class DeploymentError(ServelabError):
     """A deployment cannot be created, scaled or found as asked; nothing in the cluster changed."""
 
 
+class DeploymentNotFoundError(DeploymentError):
+    """No deployment by that name exists on the cluster."""
+
+
 class CompactionError(ServelabError):
     """A compaction cannot be planned or run as asked."""
 

@@ -66,11 +66,18 @@ def up(
         return str(cluster.address)
 
 
-def connect(address: str | None = None, http_port: int = SERVE_PORT, node_types: dict[str, dict[str, Any]] | None = None) -> str:
+def connect(
+    address: str | None = None,
+    http_port: int = SERVE_PORT,
+    node_types: dict[str, dict[str, Any]] | None = None,
+    observe: bool = False,
+) -> str:
     """Attach to a running Ray cluster and its Serve; returns the address attached to.
 
     ``address`` is ``"host:6379"``, ``"ray://host:10001"`` or ``"auto"``; with None, ``RAY_ADDRESS``
     or else the newest cluster another kernel on this machine started (its discovery record).
+    ``observe=True`` attaches as an observer (the Jupyter server does): it starts no Serve where
+    none runs and writes no discovery record, since it watches a cluster rather than announces one.
 
     >>> connect("ray://head.example:10001")
     >>> connect()  # the cluster a notebook on this machine started with up()
@@ -88,12 +95,14 @@ def connect(address: str | None = None, http_port: int = SERVE_PORT, node_types:
                 "'ray start --head', or use up() for an embedded cluster."
             ) from None
         try:
-            ray_adapter.start_serve(http_port)
+            if not observe:
+                ray_adapter.start_serve(http_port)
         except BaseException:
             ray_adapter.shutdown()
             raise
         session = Session(address, None, types)
-        session.record = discovery.write_record(address, ray_adapter.serve_state().http_port, dashboard, embedded=False)
+        if not observe:
+            session.record = discovery.write_record(address, ray_adapter.serve_state().http_port, dashboard, embedded=False)
         context.set_session(session)
         return address
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from servelab.errors import DeploymentError, LoaderError
+from servelab.errors import DeploymentError, DeploymentNotFoundError, LoaderError
 from servelab.serving import context, ray_adapter
 from servelab.serving.placement import fits
 from servelab.serving.reader import snapshot
@@ -165,7 +165,7 @@ def find(name: str, app: str | None = None) -> DeploymentInfo:
     if not matches:
         known = ", ".join(sorted({d.name for d in infos})) or "none yet"
         where = f" in application {app!r}" if app else ""
-        raise DeploymentError(f"no deployment named {name!r}{where} on this cluster (deployments: {known}).")
+        raise DeploymentNotFoundError(f"no deployment named {name!r}{where} on this cluster (deployments: {known}).")
     if len(matches) > 1:
         apps = ", ".join(sorted(d.app for d in matches))
         raise DeploymentError(f"{name!r} is a deployment of several applications ({apps}); pass app=... to choose one.")

@@ -96,6 +96,10 @@ def kernel_id() -> str | None:
     """The id of the Jupyter kernel this process is, from its connection file name; None outside one."""
     if "ipykernel" not in sys.modules:
         return None
+    from ipykernel.kernelapp import IPKernelApp
+
+    if not isinstance(IPKernelApp._instance, IPKernelApp):  # no kernel here; maybe a Jupyter server (a sibling singleton)
+        return None
     try:
         from ipykernel import get_connection_file
 

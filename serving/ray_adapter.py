@@ -172,10 +172,14 @@ def shutdown_serve() -> None:
 
 
 def serve_state() -> ServeState:
-    """Read the Serve controller's instance details (the dashboard's data) and parse them once."""
+    """Read the Serve controller's instance details (the dashboard's data) and parse them once.
+
+    A cluster where Serve does not run has no deployments (an observer never starts Serve).
+    """
     from ray.serve.context import _get_global_client
 
-    return parse_serve_details(_get_global_client().get_serve_details())
+    client = _get_global_client(raise_if_no_controller_running=False)
+    return parse_serve_details({} if client is None else client.get_serve_details())
 
 
 def parse_serve_details(details: dict[str, Any]) -> ServeState:

@@ -79,24 +79,34 @@ def resources_of(snapshot: Snapshot) -> list[str]:
 def segments(snapshot: Snapshot) -> list[Segment]:
     """Every node's bars, nodes in snapshot order (head first), deployments in name order."""
     strand = stranded_by_node(snapshot)
+    resources = resources_of(snapshot)
+    return [segment for node in ordered_nodes(snapshot) for segment in node_segments(snapshot, node, strand, resources)]
+
+
+def ordered_nodes(snapshot: Snapshot) -> list[Node]:
+    """The head first, then by type and id: the order every view lists nodes in."""
+    return sorted(snapshot.nodes, key=lambda n: (not n.head, n.type, n.id))
+
+
+def node_segments(snapshot: Snapshot, node: Node, strand: dict[str, dict[str, float]], resources: list[str]) -> list[Segment]:
+    """One node's bars: per resource, a segment per deployment, then other, stranded and free."""
+    label = node_label(node)
     result = []
-    for node in sorted(snapshot.nodes, key=lambda n: (not n.head, n.type, n.id)):
-        label = node_label(node)
-        for resource in resources_of(snapshot):
-            total = node.total.get(resource, 0.0)
-            if total <= 0:
-                continue
-            held: dict[str, float] = {}
-            for replica in snapshot.replicas_on(node.id):
-                amount = replica.resources.get(resource, 0.0)
-                if amount:
-                    key = f"{replica.app}/{replica.deployment}"
-                    held[key] = held.get(key, 0.0) + amount
-            free = max(0.0, node.available.get(resource, 0.0))
-            lost = min(free, strand.get(node.id, {}).get(resource, 0.0))
-            other = max(0.0, total - free - sum(held.values()))
-            parts = [*sorted(held.items()), (OTHER, other), (STRANDED, lost), (FREE, free - lost)]
-            result += [Segment(label, resource, holder, amount, amount / total) for holder, amount in parts if amount > 1e-9]
+    for resource in resources:
+        total = node.total.get(resource, 0.0)
+        if total <= 0:
+            continue
+        held: dict[str, float] = {}
+        for replica in snapshot.replicas_on(node.id):
+            amount = replica.resources.get(resource, 0.0)
+            if amount:
+                key = f"{replica.app}/{replica.deployment}"
+                held[key] = held.get(key, 0.0) + amount
+        free = max(0.0, node.available.get(resource, 0.0))
+        lost = min(free, strand.get(node.id, {}).get(resource, 0.0))
+        other = max(0.0, total - free - sum(held.values()))
+        parts = [*sorted(held.items()), (OTHER, other), (STRANDED, lost), (FREE, free - lost)]
+        result += [Segment(label, resource, holder, amount, amount / total) for holder, amount in parts if amount > 1e-9]
     return result
 
 

@@ -29,16 +29,19 @@ def chromium_path() -> str | None:
 
 
 class LabServer(_Process):
-    """``jupyter lab`` serving ``root`` with a random token: ``url("lab/tree/x.ipynb")``."""
+    """``jupyter lab`` serving ``root`` with a random token under ``base_url``: ``url("lab/tree/x.ipynb")``."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], base_url: str = "/", args: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.port = free_port()
         self.token = secrets.token_hex(16)
+        self.base_url = "/" + base_url.strip("/") + "/" if base_url.strip("/") else "/"
         argv = [
             sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
             f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={Path(root).resolve()}",
+            f"--ServerApp.base_url={self.base_url}",
             "--ServerApp.open_browser=False", "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            *args,
         ]  # fmt: skip
         if os.geteuid() == 0:
             argv.append("--allow-root")
@@ -56,7 +59,7 @@ class LabServer(_Process):
 
     def url(self, path: str = "lab") -> str:
         separator = "&" if "?" in path else "?"
-        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}{separator}token={self.token}"
+        return f"http://127.0.0.1:{self.port}{self.base_url}{path.lstrip('/')}{separator}token={self.token}"
 
     def _ready(self) -> bool:
         try:

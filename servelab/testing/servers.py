@@ -184,3 +184,25 @@ def _answers(url: str, ok: tuple[int, ...] = (200, 403, 404)) -> bool:
         return exc.code in ok
     except OSError:
         return False
+
+
+CLUSTER_SCRIPT = """
+import sys, time
+from servelab import serving
+address = serving.up(nodes={nodes}, cpus_per_node=1, gpus_per_node={gpus}, http_port={port})
+open(sys.argv[1], "w").write(address)
+while True:
+    time.sleep(60)
+"""
+
+
+class ClusterProcess(_Process):
+    """An embedded cluster owned by another process (as a kernel's is): ``address``; stop() takes it away."""
+
+    def __init__(self, nodes: int = 1, gpus_per_node: float = 1, timeout_s: float = 180) -> None:
+        super().__init__()
+        marker = self._state / "address"
+        script = CLUSTER_SCRIPT.format(nodes=nodes, gpus=gpus_per_node, port=free_port())
+        self._spawn([sys.executable, "-c", script, str(marker)])
+        self._wait_until(marker.exists, timeout_s, "the embedded cluster")
+        self.address = marker.read_text()

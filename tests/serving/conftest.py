@@ -25,8 +25,11 @@ def cluster() -> Iterator[str]:
 
 
 def reset(cluster: str) -> None:
-    """No applications, and the three workers back (compaction removes nodes)."""
+    """No applications, and three undrained workers (compaction drains and removes nodes)."""
     serving.delete_all()
+    for node in serving.snapshot().nodes:
+        if node.draining:  # drained by an observer (the Jupyter server), which cannot remove nodes
+            serving.remove_node(node.id)
     while sum(1 for n in serving.snapshot().nodes if not n.head) < WORKERS:
         serving.add_node()
 

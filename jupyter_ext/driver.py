@@ -1,0 +1,148 @@
+"""The Jupyter server's Ray driver: a child process attached to one cluster, answering JSON lines.
+
+The server never runs Ray itself: a Ray driver blocks on a slow cluster and exits its whole process
+when the cluster's GCS goes away, so each cluster gets one of these processes instead. It reads
+requests ``{"id", "op", "args"}`` on stdin and writes on its own copy of stdout (everything else
+printed goes to stderr) first a greeting, then for each request any events ``{"id", "event"}``
+and one answer ``{"id", "ok", "result"}`` or ``{"id", "ok": false, "kind", "error"}``. Requests
+run on threads, so the cluster can be read while a compaction runs.
+
+    python -m servelab.jupyter_ext.driver 127.0.0.1:6379
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, Any
+
+log = logging.getLogger("servelab.jupyter_ext.driver")
+GREETING = 0  # the id of the first line: attached, or why not
+
+
+class Driver:
+    """Runs one request at a time per thread against the attached cluster, writing answers as they come."""
+
+    def __init__(self, out: IO[str], address: str) -> None:
+        self._out = out
+        self._address = address
+        self._lock = threading.Lock()
+
+    def write(self, message: dict[str, Any]) -> None:
+        line = json.dumps(message, default=str)
+        with self._lock:
+            self._out.write(line + "\n")
+            self._out.flush()
+
+    def handle(self, request: dict[str, Any]) -> None:
+        rid = request.get("id")
+        try:
+            op = OPS[request["op"]]
+            result = op(self._address, request.get("args") or {}, lambda event: self.write({"id": rid, "event": event}))
+        except Exception as exc:  # every failure becomes an answer: the server must never wait forever
+            self.write({"id": rid, "ok": False, **describe(exc)})
+        else:
+            self.write({"id": rid, "ok": True, "result": result})
+
+
+def describe(exc: BaseException) -> dict[str, str]:
+    """An exception as the answer's ``kind`` (servelab's class name, or "internal") and message."""
+    from servelab.errors import ServelabError
+
+    if isinstance(exc, ServelabError):
+        return {"kind": type(exc).__name__, "error": str(exc)}
+    log.exception("servelab driver: unexpected failure")
+    return {"kind": "internal", "error": f"{type(exc).__name__}: {exc}"}
+
+
+# --- operations: each takes the address, the request's arguments and an event callback ----------
+
+
+def op_model(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    from servelab import serving
+    from servelab.jupyter_ext.model import cluster_model
+
+    return cluster_model(serving.snapshot(), address)
+
+
+def op_plan(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    from servelab import serving
+    from servelab.jupyter_ext.model import plan_model
+
+    snap = serving.snapshot()
+    return plan_model(serving.plan(snap, **args), snap)
+
+
+def op_compact(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    from servelab import serving
+
+    plan = serving.Plan.from_dict(args["plan"])
+    report = serving.compact(plan, on_event=lambda event: emit(event.to_dict()))
+    return report.to_dict()
+
+
+def op_scale(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from servelab import serving
+
+    serving.scale(args["name"], args["replicas"], app=args.get("app"))
+    return asdict(serving.find(args["name"], args.get("app")))
+
+
+OPS: dict[str, Callable[[str, dict[str, Any], Callable[[dict[str, Any]], None]], Any]] = {
+    "model": op_model,
+    "plan": op_plan,
+    "compact": op_compact,
+    "scale": op_scale,
+}
+
+
+def attach(address: str) -> dict[str, Any]:
+    """The greeting: attach to the cluster, or say why not (Ray missing, nothing answering)."""
+    try:
+        import ray
+    except ImportError as exc:
+        return {
+            "id": GREETING,
+            "ok": False,
+            "kind": "ray-missing",
+            "error": f"Ray is not installed where the Jupyter server runs ({exc}); pip install 'ray[serve]' there, "
+            "or point c.Servelab.driver_python at a Python that has it.",
+        }
+    from servelab import serving
+
+    try:
+        serving.connect(address, observe=True)
+    except Exception as exc:
+        return {"id": GREETING, "ok": False, **describe(exc)}
+    return {"id": GREETING, "ok": True, "result": {"address": address, "ray": ray.__version__}}
+
+
+def main(argv: list[str]) -> int:
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints (Ray's, users') never reach the protocol
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    driver = Driver(out, argv[0])
+    greeting = attach(argv[0])
+    driver.write(greeting)
+    if not greeting["ok"]:
+        return 1
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="servelab-driver") as pool:
+        for line in sys.stdin:  # ends when the server closes the pipe or exits
+            try:
+                request = json.loads(line)
+            except ValueError:
+                driver.write({"id": None, "ok": False, "kind": "internal", "error": f"not JSON: {line[:80]!r}"})
+                continue
+            pool.submit(driver.handle, request)
+    os._exit(0)  # Ray's threads may not join; the server has already gone
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,204 @@
+"""HTTP routes of the servelab server extension: each translates a request into a ClusterManager call.
+
+Every route is an authenticated ``APIHandler`` under the server's ``base_url`` (XSRF-checked on
+writes, as Jupyter's own API is). Answers are JSON; errors are ``{"status", "message"}`` with a 4xx
+or 5xx code and a message that names the fix.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable
+from typing import Any
+
+import tornado.web
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+
+from servelab.jupyter_ext.manager import ApiError, ClusterManager
+
+OBJECTIVES = ("nodes", "cost")
+
+
+class BaseHandler(APIHandler):
+    """Reads JSON bodies and writes ApiErrors as JSON answers."""
+
+    manager: ClusterManager
+
+    def initialize(self, manager: ClusterManager) -> None:
+        self.manager = manager
+
+    async def answer(self, work: Awaitable[Any], status: int = 200) -> None:
+        """Await the manager's work and write its result, or the ApiError it raised."""
+        try:
+            result = await work
+        except ApiError as exc:
+            self.fail(exc)
+            return
+        self.set_status(status)
+        self.finish(json.dumps(result, default=str))
+
+    def fail(self, exc: ApiError) -> None:
+        self.set_status(exc.status)
+        self.finish(json.dumps({"status": exc.kind, "message": exc.message}))
+
+    def body(self) -> dict[str, Any]:
+        """The JSON object in the request body ({} when empty)."""
+        if not self.request.body:
+            return {}
+        try:
+            data = json.loads(self.request.body)
+        except ValueError:
+            raise ApiError(400, "bad-body", 'the body is not JSON; send a JSON object, e.g. {"objective": "nodes"}.') from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "bad-body", 'the body must be a JSON object, e.g. {"objective": "nodes"}.')
+        return data
+
+    def address(self, given: Any = None) -> str | None:
+        address = given if given is not None else self.get_query_argument("address", None)
+        if address is not None and not isinstance(address, str):
+            raise ApiError(400, "bad-address", "address must be a string such as '127.0.0.1:6379'.")
+        return address or None
+
+
+class ClustersHandler(BaseHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        async def listing() -> dict[str, Any]:
+            return {"clusters": await self.manager.clusters(), "refresh_interval_s": self.manager.settings.refresh_interval_s}
+
+        await self.answer(listing())
+
+
+class ClusterHandler(BaseHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        async def read() -> dict[str, Any]:
+            return await self.manager.model(self.address())
+
+        await self.answer(read())
+
+
+class PlansHandler(BaseHandler):
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        async def plan() -> dict[str, Any]:
+            body = self.body()
+            return await self.manager.plan(self.address(body.get("address")), planning_options(body))
+
+        await self.answer(plan(), 201)
+
+
+class CompactionsHandler(BaseHandler):
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        async def start() -> dict[str, Any]:
+            body = self.body()
+            plan = body.get("plan")
+            if plan is not None and not isinstance(plan, str):
+                raise ApiError(400, "bad-plan", "plan must be the fingerprint of a plan from POST /servelab/api/plans.")
+            compaction = await self.manager.start_compaction(self.address(body.get("address")), plan, planning_options(body))
+            return compaction.to_dict()
+
+        await self.answer(start(), 202)
+
+
+class CompactionHandler(BaseHandler):
+    @tornado.web.authenticated
+    async def get(self, compaction_id: str) -> None:
+        async def read() -> dict[str, Any]:
+            return self.manager.compaction(compaction_id).to_dict()
+
+        await self.answer(read())
+
+
+class CompactionEventsHandler(BaseHandler):
+    """Server-sent events: every event of a compaction (those so far first), then its end."""
+
+    @tornado.web.authenticated
+    async def get(self, compaction_id: str) -> None:
+        try:
+            compaction = self.manager.compaction(compaction_id)
+        except ApiError as exc:
+            self.fail(exc)
+            return
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")  # proxies pass events on at once
+        sent = 0
+        while True:
+            changed = compaction.changed
+            while sent < len(compaction.events):
+                self.write(f"event: event\ndata: {json.dumps(compaction.events[sent])}\n\n")
+                sent += 1
+            if compaction.state != "running":
+                self.write(f"event: end\ndata: {json.dumps(compaction.to_dict(), default=str)}\n\n")
+                break
+            try:
+                await self.flush()
+            except tornado.iostream.StreamClosedError:
+                return
+            await changed.wait()
+        self.finish()
+
+
+class ScaleHandler(BaseHandler):
+    @tornado.web.authenticated
+    async def post(self, name: str) -> None:
+        async def scale() -> dict[str, Any]:
+            body = self.body()
+            replicas, app = body.get("replicas"), body.get("app")
+            if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+                raise ApiError(
+                    400, "bad-replicas", f'replicas={replicas!r}: send a non-negative integer, e.g. {{"replicas": 2}}.'
+                )
+            if app is not None and not isinstance(app, str):
+                raise ApiError(400, "bad-app", "app must be the name of a Serve application.")
+            return await self.manager.scale(self.address(body.get("address")), name, replicas, app)
+
+        await self.answer(scale(), 202)
+
+
+def planning_options(body: dict[str, Any]) -> dict[str, Any]:
+    """objective, max_moves and keep from a request body, checked."""
+    options: dict[str, Any] = {}
+    objective = body.get("objective", "nodes")
+    if objective not in OBJECTIVES:
+        raise ApiError(
+            400,
+            "bad-objective",
+            f"objective={objective!r}: use 'nodes' (free the most nodes) or 'cost' (save the most per hour).",
+        )
+    options["objective"] = objective
+    max_moves = body.get("max_moves")
+    if max_moves is not None:
+        if isinstance(max_moves, bool) or not isinstance(max_moves, int) or max_moves < 0:
+            raise ApiError(
+                400, "bad-max-moves", f"max_moves={max_moves!r}: send a non-negative integer, or leave it out for no limit."
+            )
+        options["max_moves"] = max_moves
+    keep = body.get("keep", [])
+    if not isinstance(keep, list) or not all(isinstance(k, str) for k in keep):
+        raise ApiError(400, "bad-keep", "keep must be a list of node ids (from GET /servelab/api/cluster) never to free.")
+    options["keep"] = keep
+    unknown = set(body) - {"objective", "max_moves", "keep", "address", "plan"}
+    if unknown:
+        raise ApiError(
+            400, "bad-body", f"unknown field(s) {sorted(unknown)}; use objective, max_moves, keep, address (and plan to compact)."
+        )
+    return options
+
+
+def routes(base_url: str, manager: ClusterManager) -> list[tuple[str, type[BaseHandler], dict[str, Any]]]:
+    """The extension's routes under ``base_url``."""
+    api = url_path_join(base_url, "servelab", "api")
+    kwargs = {"manager": manager}
+    return [
+        (url_path_join(api, "clusters"), ClustersHandler, kwargs),
+        (url_path_join(api, "cluster"), ClusterHandler, kwargs),
+        (url_path_join(api, "plans"), PlansHandler, kwargs),
+        (url_path_join(api, "compactions"), CompactionsHandler, kwargs),
+        (url_path_join(api, "compactions", r"(?P<compaction_id>[0-9a-f]+)"), CompactionHandler, kwargs),
+        (url_path_join(api, "compactions", r"(?P<compaction_id>[0-9a-f]+)", "events"), CompactionEventsHandler, kwargs),
+        (url_path_join(api, "deployments", r"(?P<name>[^/]+)", "scale"), ScaleHandler, kwargs),
+    ]

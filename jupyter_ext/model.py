@@ -1,0 +1,70 @@
+"""The one JSON model of a cluster that the sidebar draws: a pure function of a Snapshot.
+
+The same pieces as ClusterView (``servelab.widgets.model``): per node a bar per resource split by
+deployment, other use, stranded and free capacity; the header figures; every deployment with its
+state and replica counts. Plans travel with the node labels the sidebar shows for their ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from servelab.serving.fragmentation import fragmentation, stranded_by_node
+from servelab.serving.planner import Plan
+from servelab.serving.snapshot import Snapshot
+from servelab.widgets.model import Header, holders, node_label, node_segments, ordered_nodes, resources_of
+
+
+def cluster_model(snapshot: Snapshot, address: str) -> dict[str, Any]:
+    """Nodes with their bars, deployments, fragmentation and the header, as JSON-ready data."""
+    strand = stranded_by_node(snapshot)
+    resources = resources_of(snapshot)
+    in_use = {r.node_id for r in snapshot.replicas}
+    nodes = [
+        {
+            "id": node.id,
+            "label": node_label(node),
+            "type": node.type,
+            "head": node.head,
+            "draining": node.draining,
+            "in_use": node.id in in_use and not node.head,
+            "cost_per_hour": node.cost,
+            "total": node.total,
+            "available": node.available,
+            "replicas": len(snapshot.replicas_on(node.id)),
+            "bars": {
+                resource: [
+                    {"holder": s.holder, "amount": s.amount, "fraction": s.fraction}
+                    for s in node_segments(snapshot, node, strand, [resource])
+                ]
+                for resource in resources
+                if node.total.get(resource, 0.0) > 0
+            },
+        }
+        for node in ordered_nodes(snapshot)
+    ]
+    deployments = [
+        {
+            **asdict(d),
+            "healthy": d.healthy,
+            "unplaced": sum(1 for r in snapshot.replicas if r.key == (d.app, d.name) and r.node_id is None),
+        }
+        for d in sorted(snapshot.deployments, key=lambda d: (d.app, d.name))
+    ]
+    return {
+        "address": address,
+        "taken_at": snapshot.taken_at,
+        "fingerprint": snapshot.fingerprint(),
+        "header": asdict(Header.of(snapshot)),
+        "fragmentation": fragmentation(snapshot).to_dict(),
+        "resources": resources,
+        "holders": holders(snapshot),
+        "nodes": nodes,
+        "deployments": deployments,
+    }
+
+
+def plan_model(plan: Plan, snapshot: Snapshot) -> dict[str, Any]:
+    """A plan as JSON, with the label of every node it names (ids are long; the sidebar shows labels)."""
+    return {**plan.to_dict(), "labels": {node.id: node_label(node) for node in snapshot.nodes}}

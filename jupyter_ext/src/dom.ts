@@ -1,0 +1,43 @@
+/** A small element builder: text always goes in as text, never as HTML. */
+export type Child = Node | string | null | undefined | false;
+
+export function h(tag: string, attrs: Record<string, string | number | boolean | undefined> = {}, ...children: Child[]): HTMLElement {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === false) {
+      continue;
+    }
+    if (name === 'style') {
+      element.setAttribute('style', String(value));
+    } else {
+      element.setAttribute(name, value === true ? '' : String(value));
+    }
+  }
+  for (const child of children) {
+    if (child) {
+      element.append(child);
+    }
+  }
+  return element;
+}
+
+/** Replace an element's children, skipping the empty ones. */
+export function fill(element: HTMLElement, ...children: Child[]): void {
+  element.replaceChildren(...children.filter((c): c is Node | string => Boolean(c)));
+}
+
+/** `1.5` as "1.5", `2` as "2": resources are often whole numbers. */
+export function num(value: number, digits = 2): string {
+  return Number(value.toFixed(digits)).toString();
+}
+
+export function money(value: number): string {
+  return `$${value.toFixed(2)}/h`;
+}
+
+export const PALETTE = ['#4C78A8', '#F58518', '#54A24B', '#B279A2', '#72B7B2', '#EECA3B', '#FF9DA6', '#9D755D', '#E45756', '#79706E'];
+
+/** The same colour per deployment as the notebook's ClusterView: by name order. */
+export function colours(holders: string[]): Map<string, string> {
+  return new Map([...holders].sort().map((name, i) => [name, PALETTE[i % PALETTE.length]]));
+}

@@ -1,0 +1,354 @@
+/**
+ * The servelab sidebar: a cluster picker, nodes as bars of GPU, CPU and memory coloured by
+ * deployment (stranded capacity and draining nodes marked), the fragmentation figures, the
+ * deployments with their replica counts and states, and compaction: plan, run, follow, report.
+ * It draws the server's one JSON model of the cluster and refreshes it on an interval.
+ */
+import { Signal, ISignal } from '@lumino/signaling';
+import { Widget } from '@lumino/widgets';
+
+import { api, ApiError, ClusterEntry, ClusterModel, CompactionEvent, CompactionModel, DeploymentModel, follow, NodeModel, PlanModel } from './api';
+import { colours, fill, h, money, num } from './dom';
+
+const UNITS: Record<string, string> = { GPU: 'GPU', CPU: 'CPU', memory: 'GiB' };
+const FIXED: Record<string, string> = { other: 'used by Ray/Serve', stranded: 'stranded', free: 'free' };
+
+export class ServelabSidebar extends Widget {
+  constructor() {
+    super();
+    this.id = 'servelab-sidebar';
+    this.addClass('servelab-Sidebar');
+    this.title.caption = 'Ray Serve clusters (servelab)';
+    this.node.append(this._head, this._status, this._body, this._compaction);
+    this._picker.addEventListener('change', () => {
+      this._address = this._picker.value || null;
+      this._plan = null;
+      void this.refresh();
+    });
+  }
+
+  /** Emitted after each refresh with the model (null when no cluster answers). */
+  get modelChanged(): ISignal<this, ClusterModel | null> {
+    return this._modelChanged;
+  }
+
+  get model(): ClusterModel | null {
+    return this._model;
+  }
+
+  /** Read the cluster list and the chosen cluster again, and redraw. */
+  async refresh(): Promise<void> {
+    try {
+      const { clusters, refresh_interval_s } = await api.clusters();
+      this._interval = refresh_interval_s * 1000;
+      this._drawPicker(clusters);
+      if (!clusters.length) {
+        throw new ApiError(404, 'no-cluster', 'No cluster found. Start one in a notebook with %servelab up, or set RAY_ADDRESS.');
+      }
+      this._model = await api.cluster(this._address);
+      this._error = null;
+    } catch (error) {
+      this._model = null;
+      this._error = error instanceof ApiError ? error : new ApiError(0, 'error', String(error));
+    }
+    this._draw();
+    this._modelChanged.emit(this._model);
+  }
+
+  /** Plan a compaction of the shown cluster with the chosen objective, and show the plan. */
+  async plan(): Promise<void> {
+    this._planError = null;
+    try {
+      this._plan = await api.plan(this._model?.address ?? this._address, this._objective.value);
+    } catch (error) {
+      this._plan = null;
+      this._planError = String((error as Error).message);
+    }
+    this._drawCompaction();
+  }
+
+  /** Run the shown plan and follow its events until it ends. */
+  async compact(): Promise<void> {
+    if (!this._plan) {
+      await this.plan();
+    }
+    if (!this._plan || !this._plan.nodes_to_free.length) {
+      return;
+    }
+    try {
+      const started = await api.compact(this._plan.fingerprint);
+      this._events = [];
+      this._running = started;
+      this._drawCompaction();
+      this._running = await follow(started.id, event => {
+        this._events.push(event);
+        this._drawCompaction();
+      });
+    } catch (error) {
+      this._planError = String((error as Error).message);
+    }
+    this._plan = null;
+    this._drawCompaction();
+    await this.refresh();
+  }
+
+  protected onAfterAttach(): void {
+    void this.refresh();
+    this._schedule();
+  }
+
+  protected onBeforeDetach(): void {
+    window.clearTimeout(this._timer);
+  }
+
+  private _schedule(): void {
+    this._timer = window.setTimeout(async () => {
+      if (this.isVisible) {
+        await this.refresh();
+      }
+      this._schedule();
+    }, this._interval);
+  }
+
+  private _drawPicker(clusters: ClusterEntry[]): void {
+    const chosen = this._address ?? this._model?.address ?? '';
+    fill(
+      this._picker,
+      ...clusters.map(c =>
+        h('option', { value: c.address, selected: c.address === chosen }, `${c.address} (${c.reachable ? c.source : 'not answering'})`)
+      )
+    );
+    this._picker.disabled = clusters.length === 0;
+  }
+
+  private _draw(): void {
+    const model = this._model;
+    if (!model) {
+      const error = this._error;
+      fill(
+        this._status,
+        h('div', { class: 'servelab-Message servelab-mod-error', 'data-status': error?.kind ?? 'error' }, error?.message ?? 'No cluster.')
+      );
+      fill(this._body);
+      this._compaction.hidden = true;
+      return;
+    }
+    const head = model.header;
+    fill(
+        this._status,
+      h(
+        'div',
+        { class: 'servelab-Figures' },
+        figure('in use', `${head.nodes_in_use}`, 'servelab-nodes-in-use', 'worker nodes hosting replicas'),
+        figure('lower bound', `${head.lower_bound}`, 'servelab-lower-bound', 'the fewest worker nodes that could hold every replica'),
+        figure('fragment.', num(head.score), 'servelab-score', 'fragmentation: (in use - lower bound) / in use; 0 is packed'),
+        figure('$ / hour', head.cost_per_hour.toFixed(2), 'servelab-cost', 'what the cluster\'s nodes cost per hour')
+      ),
+      head.draining ? h('div', { class: 'servelab-Message' }, `${head.draining} node(s) draining`) : null
+    );
+    const palette = colours(model.holders);
+    fill(
+      this._body,
+      h('h3', {}, 'Nodes'),
+      legend(palette),
+      h('div', { class: 'servelab-Nodes' }, ...model.nodes.map(node => drawNode(node, model.resources, palette))),
+      h('h3', {}, 'Deployments'),
+      this._drawDeployments(model.deployments, palette)
+    );
+    this._compaction.hidden = false;
+    this._drawCompaction();
+  }
+
+  private _drawDeployments(deployments: DeploymentModel[], palette: Map<string, string>): HTMLElement {
+    if (!deployments.length) {
+      return h('div', { class: 'servelab-Message' }, 'No deployments yet: %%deploy one from a notebook.');
+    }
+    const rows = deployments.map(d => {
+      const key = `${d.app}/${d.name}`;
+      const replicas = h('span', { class: 'servelab-Replicas' }, `${d.running_replicas}/${d.target_replicas}`);
+      return h(
+        'tr',
+        { class: 'servelab-Deployment', 'data-deployment': key },
+        h('td', {}, h('span', { class: 'servelab-Swatch', style: `background:${palette.get(key) ?? '#888'}` }), d.name),
+        h('td', {}, h('span', { class: `servelab-State servelab-state-${d.status.toLowerCase()}` }, d.status)),
+        h('td', { title: 'running / target replicas' }, replicas),
+        h('td', { title: d.message }, d.unplaced ? `${d.unplaced} waiting for a node` : d.app === d.name ? '' : d.app)
+      );
+    });
+    return h(
+      'table',
+      { class: 'servelab-Deployments' },
+      h('thead', {}, h('tr', {}, h('th', {}, 'deployment'), h('th', {}, 'status'), h('th', {}, 'replicas'), h('th', {}, ''))),
+      h('tbody', {}, ...rows)
+    );
+  }
+
+  private _drawCompaction(): void {
+    const buttons = h(
+      'div',
+      { class: 'servelab-Actions' },
+      this._objective,
+      button('Plan compaction', 'servelab-plan', () => void this.plan(), this._isRunning),
+      this._plan && this._plan.nodes_to_free.length
+        ? button(`Compact: free ${this._plan.nodes_to_free.length} node(s)`, 'servelab-compact jp-mod-accept', () => void this.compact(), this._isRunning)
+        : null
+    );
+    const parts: (HTMLElement | null)[] = [h('h3', {}, 'Compaction'), buttons];
+    if (this._planError) {
+      parts.push(h('div', { class: 'servelab-Message servelab-mod-error' }, this._planError));
+    }
+    if (this._plan) {
+      parts.push(drawPlan(this._plan));
+    }
+    if (this._running) {
+      parts.push(drawProgress(this._running, this._events));
+    }
+    fill(this._compaction, ...parts);
+  }
+
+  private get _isRunning(): boolean {
+    return this._running?.state === 'running';
+  }
+
+  private _picker = h('select', { class: 'servelab-Picker', title: 'cluster' }) as HTMLSelectElement;
+  private _objective = h(
+    'select',
+    { class: 'servelab-Objective', title: 'what compaction optimises' },
+    h('option', { value: 'nodes' }, 'free nodes'),
+    h('option', { value: 'cost' }, 'save cost')
+  ) as HTMLSelectElement;
+  private _head = h(
+    'div',
+    { class: 'servelab-Head' },
+    h('span', { class: 'servelab-Title' }, 'Ray Serve'),
+    this._picker,
+    button('↻', 'servelab-refresh', () => void this.refresh())
+  );
+  private _status = h('div', { class: 'servelab-Status' });
+  private _body = h('div', { class: 'servelab-Body' });
+  private _compaction = h('div', { class: 'servelab-Compaction' });
+  private _address: string | null = null;
+  private _model: ClusterModel | null = null;
+  private _error: ApiError | null = null;
+  private _plan: PlanModel | null = null;
+  private _planError: string | null = null;
+  private _running: CompactionModel | null = null;
+  private _events: CompactionEvent[] = [];
+  private _interval = 2000;
+  private _timer = 0;
+  private _modelChanged = new Signal<this, ClusterModel | null>(this);
+}
+
+function figure(name: string, value: string, cls: string, title: string): HTMLElement {
+  return h('div', { class: `servelab-Figure ${cls}`, title }, h('div', { class: 'servelab-FigureValue' }, value), h('div', { class: 'servelab-FigureName' }, name));
+}
+
+function button(label: string, cls: string, onClick: () => void, disabled = false): HTMLElement {
+  const element = h('button', { class: `jp-Button servelab-Button ${cls}`, disabled }, label);
+  element.addEventListener('click', onClick);
+  return element;
+}
+
+function legend(palette: Map<string, string>): HTMLElement {
+  const entries = [...palette.entries()].map(([name, colour]) =>
+    h('span', { class: 'servelab-LegendItem' }, h('span', { class: 'servelab-Swatch', style: `background:${colour}` }), name)
+  );
+  const fixed = Object.entries(FIXED).map(([holder, name]) =>
+    h('span', { class: 'servelab-LegendItem' }, h('span', { class: `servelab-Swatch servelab-holder-${holder}` }), name)
+  );
+  return h('div', { class: 'servelab-Legend' }, ...entries, ...fixed);
+}
+
+function drawNode(node: NodeModel, resources: string[], palette: Map<string, string>): HTMLElement {
+  const badges = [
+    node.head ? h('span', { class: 'servelab-Badge' }, 'head') : null,
+    node.draining ? h('span', { class: 'servelab-Badge servelab-mod-draining' }, 'draining') : null,
+    !node.head && !node.in_use ? h('span', { class: 'servelab-Badge servelab-mod-idle' }, 'idle') : null
+  ];
+  const bars = resources.map(resource => {
+    const segments = node.bars[resource];
+    if (!segments) {
+      return h('div', { class: 'servelab-BarRow' }, h('span', { class: 'servelab-BarName' }, resource), h('span', { class: 'servelab-BarNone' }, '-'));
+    }
+    const total = node.total[resource] ?? 0;
+    const shown = resource === 'memory' ? total / 2 ** 30 : total;
+    return h(
+      'div',
+      { class: 'servelab-BarRow', 'data-resource': resource },
+      h('span', { class: 'servelab-BarName' }, resource),
+      h(
+        'div',
+        { class: 'servelab-Bar' },
+        ...segments.map(s => {
+          const known = s.holder in FIXED;
+          const amount = resource === 'memory' ? s.amount / 2 ** 30 : s.amount;
+          return h('div', {
+            class: `servelab-Segment ${known ? `servelab-holder-${s.holder}` : 'servelab-holder-deployment'}`,
+            'data-holder': s.holder,
+            style: `width:${(s.fraction * 100).toFixed(2)}%;${known ? '' : `background:${palette.get(s.holder) ?? '#888'}`}`,
+            title: `${FIXED[s.holder] ?? s.holder}: ${num(amount)} ${UNITS[resource] ?? resource}`
+          });
+        })
+      ),
+      h('span', { class: 'servelab-BarTotal' }, `${num(shown)}`)
+    );
+  });
+  return h(
+    'div',
+    { class: `servelab-Node${node.draining ? ' servelab-mod-draining' : ''}`, 'data-node': node.id },
+    h('div', { class: 'servelab-NodeHead' }, h('span', { class: 'servelab-NodeLabel', title: node.id }, node.label.replace(/ \((head|draining)\)/g, '')), ...badges, h('span', { class: 'servelab-NodeCost' }, money(node.cost_per_hour))),
+    ...bars
+  );
+}
+
+function drawPlan(plan: PlanModel): HTMLElement {
+  const label = (id: string) => plan.labels[id] ?? id.slice(0, 8);
+  if (!plan.nodes_to_free.length) {
+    return h(
+      'div',
+      { class: 'servelab-Plan' },
+      h('div', { class: 'servelab-Message' }, `Nothing to free: ${plan.nodes_before} node(s) in use, lower bound ${plan.lower_bound}.`),
+      ...Object.entries(plan.blocked).map(([id, why]) => h('div', { class: 'servelab-Why' }, `${label(id)} stays: ${why}`))
+    );
+  }
+  const freed = Object.entries(plan.freed_resources)
+    .filter(([, v]) => v > 0)
+    .map(([k, v]) => `${num(k === 'memory' ? v / 2 ** 30 : v)} ${UNITS[k] ?? k}`)
+    .join(', ');
+  return h(
+    'div',
+    { class: 'servelab-Plan' },
+    h(
+      'div',
+      { class: 'servelab-PlanSummary' },
+      `Free ${plan.nodes_to_free.length} node(s): ${plan.nodes_before} → ${plan.nodes_after} in use (lower bound ${plan.lower_bound}), saving ${money(plan.freed_cost_per_hour)} (${freed}). ${plan.moves.length} replica move(s), ${plan.optimal ? 'optimal' : plan.method}.`
+    ),
+    h(
+      'ul',
+      { class: 'servelab-Moves' },
+      ...plan.moves.map(m => h('li', {}, `${m.deployment}: ${label(m.source)} → ${label(m.target)}`))
+    ),
+    ...Object.entries(plan.blocked).map(([id, why]) => h('div', { class: 'servelab-Why' }, `${label(id)} stays: ${why}`))
+  );
+}
+
+function drawProgress(compaction: CompactionModel, events: CompactionEvent[]): HTMLElement {
+  const last = events[events.length - 1];
+  const total = last?.nodes_total || compaction.nodes_to_free.length || 1;
+  const done = last?.nodes_done ?? 0;
+  const report = compaction.report;
+  return h(
+    'div',
+    { class: 'servelab-Progress', 'data-state': compaction.state },
+    h('div', { class: 'servelab-ProgressBar' }, h('div', { class: 'servelab-ProgressDone', style: `width:${(100 * done) / total}%` })),
+    h('ol', { class: 'servelab-Events' }, ...events.map(e => h('li', { 'data-kind': e.kind }, `${num(e.elapsed_s, 1)} s  ${e.message}`))),
+    compaction.error ? h('div', { class: 'servelab-Message servelab-mod-error' }, compaction.error) : null,
+    report
+      ? h(
+          'div',
+          { class: `servelab-Report${report.stopped ? ' servelab-mod-error' : ''}` },
+          `${report.stopped ? 'Stopped: ' + report.reason + ' ' : ''}Freed ${report.nodes_freed.length} node(s), moved ${report.replicas_moved} replica(s) in ${num(report.seconds, 1)} s.`
+        )
+      : null
+  );
+}

@@ -1,0 +1,41 @@
+"""The server extension on a real Jupyter server (pytest-jupyter), over a real embedded cluster.
+
+The cluster is the serving tests' own fixture, started again for this package: this process owns
+it, and the server's driver processes attach to it as any other process on the machine would.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from servelab.jupyter_ext import ClusterManager
+from tests.serving.conftest import cluster, fragmented, reset  # noqa: F401 - fixtures, re-scoped to this package
+
+SLOW = 180  # seconds: a driver attaching and a cluster read on two loaded cores
+
+
+@pytest.fixture
+def jp_server_config(cluster: str) -> dict[str, Any]:  # noqa: F811
+    return {"ServerApp": {"jpserver_extensions": {"servelab": True}}, "Servelab": {"address": cluster}}
+
+
+@pytest.fixture
+def api(jp_fetch: Any, jp_serverapp: Any, jp_asyncio_loop: Any) -> Iterator[Any]:
+    """``await api("GET", "cluster")`` -> (status, JSON); the manager's drivers are stopped afterwards."""
+
+    async def call(method: str, *path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        if body is not None:
+            kwargs["body"] = body if isinstance(body, str) else json.dumps(body)
+        elif method == "POST":
+            kwargs["body"] = ""
+        response = await jp_fetch("servelab", "api", *path, method=method, raise_error=False, request_timeout=SLOW, **kwargs)
+        text = response.body.decode()
+        return response.code, json.loads(text) if text.startswith("{") else text
+
+    yield call
+    manager: ClusterManager = jp_serverapp.web_app.settings["servelab_manager"]
+    jp_asyncio_loop.run_until_complete(manager.close())

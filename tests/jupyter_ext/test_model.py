@@ -1,0 +1,64 @@
+"""The sidebar's JSON model and the API's input checks: pure, on synthetic clusters, no Ray."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from servelab.jupyter_ext.handlers import planning_options
+from servelab.jupyter_ext.manager import ApiError
+from servelab.jupyter_ext.model import cluster_model, plan_model
+from servelab.serving import Plan, fragmentation, plan
+from servelab.testing.clusters import fragmented_cluster
+
+
+def test_cluster_model_is_json_and_accounts_for_every_node_and_replica() -> None:
+    snap = fragmented_cluster(10, seed=1)
+    model = json.loads(json.dumps(cluster_model(snap, "10.0.0.2:6379")))
+    assert model["address"] == "10.0.0.2:6379" and model["fingerprint"] == snap.fingerprint()
+    assert len(model["nodes"]) == len(snap.nodes) and model["nodes"][0]["head"]
+    assert sum(n["replicas"] for n in model["nodes"]) == len(snap.replicas)
+    frag = fragmentation(snap)
+    assert model["header"]["nodes_in_use"] == frag.nodes_in_use == sum(n["in_use"] for n in model["nodes"])
+    assert model["header"]["lower_bound"] == frag.lower_bound
+    for node in model["nodes"]:
+        for resource, bar in node["bars"].items():
+            assert sum(s["fraction"] for s in bar) == pytest.approx(1.0)
+            held = sum(s["amount"] for s in bar if "/" in s["holder"])
+            on_node = sum(r.resources.get(resource, 0.0) for r in snap.replicas_on(node["id"]))
+            assert held == pytest.approx(on_node)
+
+
+def test_a_plan_survives_its_trip_through_json() -> None:
+    snap = fragmented_cluster(10, seed=0)
+    made = plan(snap)
+    model = json.loads(json.dumps(plan_model(made, snap)))
+    assert set(model["labels"]) == {n.id for n in snap.nodes}
+    model.pop("labels")
+    assert Plan.from_dict(model) == made
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"objective": "speed"}, "'nodes'"),
+        ({"max_moves": True}, "non-negative integer"),
+        ({"max_moves": 1.5}, "non-negative integer"),
+        ({"keep": [1]}, "list of node ids"),
+        ({"budget": 2}, "unknown field"),
+    ],
+)
+def test_planning_options_name_the_fix(body: dict[str, object], says: str) -> None:
+    with pytest.raises(ApiError) as raised:
+        planning_options(body)
+    assert raised.value.status == 400 and says in raised.value.message
+
+
+def test_planning_options_defaults() -> None:
+    assert planning_options({}) == {"objective": "nodes", "keep": []}
+    assert planning_options({"objective": "cost", "max_moves": 3, "keep": ["n1"]}) == {
+        "objective": "cost",
+        "max_moves": 3,
+        "keep": ["n1"],
+    }

@@ -1,0 +1,97 @@
+"""The sidebar in real JupyterLab in headless Chromium, under a JupyterHub-style base URL.
+
+It finds the test's embedded cluster through its discovery record, shows its nodes and deployments,
+plans and runs a compaction from the panel and sees the node count drop. Screenshots (light and
+dark) go to ``SERVELAB_SCREENSHOTS`` (default: a temporary directory); the README's come from here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from servelab import serving
+from servelab.testing.lab import CHROMIUM_ARGS, LabServer, chromium_path
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(chromium_path() is None, reason="needs Debian's chromium (apt-get install chromium)"),
+]
+SIDEBAR = "#servelab-sidebar"
+
+
+@pytest.fixture
+def page(tmp_path: Path, fragmented: serving.Snapshot) -> Iterator[Any]:
+    os.environ["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
+    from playwright.sync_api import sync_playwright
+
+    with (
+        LabServer(tmp_path, base_url="/user/demo/", args=("--LabApp.expose_app_in_browser=True",)) as lab,
+        sync_playwright() as pw,
+    ):
+        browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(lab.url("lab"))
+        page.wait_for_selector(".jp-LabShell", timeout=120_000)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def figure(page: Any, name: str) -> str:
+    return str(page.locator(f"{SIDEBAR} .servelab-{name} .servelab-FigureValue").inner_text())
+
+
+def wait_for(condition: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{what} not seen within {timeout_s:.0f} s")
+
+
+def test_sidebar_shows_the_cluster_and_compacts_it(page: Any, fragmented: serving.Snapshot) -> None:
+    shots = Path(os.environ.get("SERVELAB_SCREENSHOTS") or "/tmp/servelab-screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    assert "/user/demo/lab" in page.url
+    page.locator('.jp-SideBar .lm-TabBar-tab[data-id="servelab-sidebar"]').click()
+    page.wait_for_selector(f"{SIDEBAR} .servelab-Node", timeout=120_000)
+    assert page.locator(f"{SIDEBAR} .servelab-Node").count() == 4  # the head and three workers
+    rows = page.locator(f"{SIDEBAR} .servelab-Deployment")
+    assert rows.count() == 2 and "HEALTHY" in rows.first.inner_text() and "2/2" in rows.first.inner_text()
+    assert page.locator(f"{SIDEBAR} .servelab-Segment[data-holder='a/a']").count() >= 1
+    assert (figure(page, "nodes-in-use"), figure(page, "lower-bound")) == ("2", "1")
+    assert "(discovered)" in page.locator(f"{SIDEBAR} .servelab-Picker").inner_text()
+    status = page.locator(".servelab-StatusItem")
+    assert status.inner_text() == "Serve 2/1 nodes"
+    page.locator(SIDEBAR).screenshot(path=str(shots / "sidebar_light.png"))
+
+    page.locator(f"{SIDEBAR} .servelab-plan").click()
+    summary = page.locator(f"{SIDEBAR} .servelab-PlanSummary")
+    summary.wait_for(timeout=60_000)
+    assert "Free 1 node(s): 2 → 1 in use" in summary.inner_text()
+    assert page.locator(f"{SIDEBAR} .servelab-Moves li").count() == 2
+    page.locator(SIDEBAR).screenshot(path=str(shots / "sidebar_plan.png"))
+
+    page.locator(f"{SIDEBAR} .servelab-compact").click()
+    page.locator(f"{SIDEBAR} .servelab-Events li[data-kind='draining']").wait_for(timeout=120_000)  # live progress
+    report = page.locator(f"{SIDEBAR} .servelab-Report")
+    report.wait_for(timeout=300_000)
+    assert "Freed 1 node(s), moved 2 replica(s)" in report.inner_text()
+    wait_for(lambda: figure(page, "nodes-in-use") == "1", 30, "one node in use")
+    wait_for(lambda: status.inner_text() == "Serve 1/1 nodes", 30, "the status bar's node count")
+    assert serving.snapshot().all_healthy()
+    page.locator(SIDEBAR).screenshot(path=str(shots / "sidebar_compacted_light.png"))
+
+    page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
+    page.wait_for_selector("body[data-jp-theme-light='false']", state="attached", timeout=30_000)
+    time.sleep(1)
+    page.locator(SIDEBAR).screenshot(path=str(shots / "sidebar_compacted_dark.png"))
+    page.screenshot(path=str(shots / "lab_dark.png"))
