@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from servelab.errors import CheckpointNotFoundError, SourceReadError
+from servelab.loader import pagecache
 from servelab.loader.pagecache import PageCacheProbe
 from servelab.loader.retry import RetryPolicy, TransientReadError, call_with_retries
 from servelab.loader.s3presign import credentials_from, presign_get
@@ -104,16 +105,26 @@ class LocalFileSource(ByteSource):
             )
         self.size = status.st_size
         if self.size:
+            self._choose_path()
+        return os.pread(self._fd, min(head_bytes, self.size), 0)
+
+    def _choose_path(self) -> None:
+        """O_DIRECT past the page cache where the platform and the filesystem allow it and mincore can
+        tell what is cached; plain buffered reads (uncached with F_NOCACHE where that exists) elsewhere."""
+        if pagecache.O_DIRECT is not None and pagecache.MINCORE and hasattr(os, "preadv"):  # preadv: aligned reads
             try:
-                self._direct_fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECT)
+                self._direct_fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC | pagecache.O_DIRECT)
                 self._probe = PageCacheProbe(self._fd, self.size)
-                # No readahead on the buffered descriptor: it would pull the next uncached chunk into
-                # the page cache, the probe would then say "cached", and buffered reads would chain.
-                os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_RANDOM)
             except OSError:  # tmpfs and some network filesystems refuse O_DIRECT: stay buffered
                 self._close_direct()
-                os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        return os.pread(self._fd, min(head_bytes, self.size), 0)
+        if self._probe is not None:
+            # No readahead on the buffered descriptor: it would pull the next uncached chunk into
+            # the page cache, the probe would then say "cached", and buffered reads would chain.
+            pagecache.advise(self._fd, "RANDOM")
+        else:
+            pagecache.advise(self._fd, "SEQUENTIAL")
+            if pagecache.O_DIRECT is None:
+                pagecache.no_cache(self._fd)
 
     def _read_into(self, offset: int, buffers: Buffers, length: int) -> None:
         if self._probe is not None and not self._probe.cached(offset, length):
@@ -122,7 +133,7 @@ class LocalFileSource(ByteSource):
         pending = list(buffers)
         while pending:
             try:
-                done = os.preadv(self._fd, pending[:IOV_MAX], offset)
+                done = _preadv(self._fd, pending[:IOV_MAX], offset)
             except OSError as exc:
                 raise TransientReadError(f"read failed ({exc!r})") from exc
             if done == 0:
@@ -140,7 +151,7 @@ class LocalFileSource(ByteSource):
             want = min(remaining + offset - start, len(bounce))
             want += -want % DIRECT_ALIGNMENT
             try:
-                got = os.preadv(self._direct_fd, [bounce[:want]], start)
+                got = _preadv(self._direct_fd, [bounce[:want]], start)
             except OSError as exc:
                 raise TransientReadError(f"read failed ({exc!r})") from exc
             if got <= offset - start:
@@ -392,6 +403,15 @@ def _readinto_exactly(response: http.client.HTTPResponse, buffer: memoryview) ->
         if not got:
             raise http.client.IncompleteRead(b"", len(buffer))
         buffer = buffer[got:]
+
+
+def _preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
+    """``os.preadv`` where it exists; else ``pread`` of the first buffer (a short read, which callers handle)."""
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, buffers, offset)
+    data = os.pread(fd, len(buffers[0]), offset)
+    buffers[0][: len(data)] = data
+    return len(data)
 
 
 def _advance(buffers: list[memoryview], done: int) -> list[memoryview]:
