@@ -9,8 +9,6 @@ import pytest
 
 from servelab.testing import NginxServer, SeaweedS3Server
 
-pytest_plugins = ["pytest_jupyter.jupyter_server"]  # jp_fetch: the server extension's routes on a real Jupyter server
-
 
 @pytest.fixture(scope="session")
 def served_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -12,6 +12,11 @@ from typing import Any
 
 import pytest
 
+# pytest-jupyter's fixtures and hooks (jp_fetch, coroutine tests, an event loop per test), for this
+# package alone: its per-test loop would close the loop Playwright runs in elsewhere.
+from pytest_jupyter.jupyter_core import *  # noqa: F403
+from pytest_jupyter.jupyter_server import *  # noqa: F403
+
 from servelab.jupyter_ext import ClusterManager
 from tests.serving.conftest import cluster, fragmented, reset  # noqa: F401 - fixtures, re-scoped to this package
 
