@@ -184,6 +184,8 @@ def compact(
             emit("draining", node_id, f"draining {node_id[:12]}: {replicas} replica(s) to migrate", len(freed))
             reason = _wait_migrated(node_id, expected, node_timeout_s)
             if reason:
+                # A drain cannot be undone: Serve goes on moving the node's replicas. Report once they settled.
+                reason += _settle(node_id, node_timeout_s)
                 break
             moved += replicas
             emit("migrated", node_id, f"{replicas} replica(s) left {node_id[:12]}; deployments healthy", len(freed))
@@ -233,6 +235,20 @@ def _wait_migrated(node_id: str, expected: set[str], timeout_s: float) -> str:
             return ""
         time.sleep(POLL_S)
     return f"replicas had not left {node_id} after {timeout_s:.0f} s; it stays drained, its replicas keep serving"
+
+
+def _settle(node_id: str, timeout_s: float) -> str:
+    """After a stop: wait until the drained node is empty and every deployment healthy; '' or what is not."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        snap = snapshot()
+        if not snap.replicas_on(node_id) and snap.all_healthy():
+            return ""
+        time.sleep(POLL_S)
+    unhealthy = [
+        f"{d.app}/{d.name} {d.status} {d.running_replicas}/{d.target_replicas}" for d in snap.deployments if not d.healthy
+    ]
+    return f" Not settled after {timeout_s:.0f} s: {', '.join(unhealthy) or f'replicas still on {node_id[:12]}'}."
 
 
 def _lost_nodes(expected: set[str], snap: Snapshot) -> str:
