@@ -54,7 +54,9 @@ class Servelab(Configurable):
         sys.executable, help="The Python that runs the Ray driver processes: one with ray[serve] and servelab."
     ).tag(config=True)
     auth_token = Unicode(
-        "", help="The token of clusters that run with Ray token authentication (else RAY_AUTH_TOKEN is used)."
+        "",
+        help="The Ray auth token of a configured cluster. Clusters started on this machine need none: their "
+        "discovery record holds theirs. Else RAY_AUTH_TOKEN is passed on.",
     ).tag(config=True)
 
 

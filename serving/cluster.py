@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 from typing import Any
 
@@ -47,8 +48,16 @@ def up(
         _refuse_second_session()
         if ray_adapter.is_initialized():
             raise ClusterError("Ray is already initialised in this process; call ray.shutdown() or use connect().")
-        cluster = ray_adapter.start_embedded()
-        session = Session(cluster.address, cluster, types)
+        # Ray's authentication is off by default and its processes listen on every interface: the
+        # embedded cluster gets a token of its own, which every process started from here inherits.
+        token = secrets.token_urlsafe(32)
+        auth_env = ray_adapter.use_token(token)
+        try:
+            cluster = ray_adapter.start_embedded()
+        except BaseException:
+            ray_adapter.restore_auth(auth_env)
+            raise
+        session = Session(cluster.address, cluster, types, auth_env=auth_env)
         try:
             for name, count in counts.items():
                 for _ in range(count):
@@ -59,8 +68,9 @@ def up(
         except BaseException:
             ray_adapter.shutdown()
             ray_adapter.stop_embedded(cluster)
+            ray_adapter.restore_auth(auth_env)
             raise
-        session.record = discovery.write_record(cluster.address, http_port, None, embedded=True)
+        session.record = discovery.write_record(cluster.address, http_port, None, embedded=True, token=token)
         context.set_session(session)
         log.info("embedded cluster up at %s with %d workers", cluster.address, sum(counts.values()))
         return str(cluster.address)
@@ -71,11 +81,14 @@ def connect(
     http_port: int = SERVE_PORT,
     node_types: dict[str, dict[str, Any]] | None = None,
     observe: bool = False,
+    token: str | None = None,
 ) -> str:
     """Attach to a running Ray cluster and its Serve; returns the address attached to.
 
     ``address`` is ``"host:6379"``, ``"ray://host:10001"`` or ``"auto"``; with None, ``RAY_ADDRESS``
     or else the newest cluster another kernel on this machine started (its discovery record).
+    ``token`` is the cluster's Ray auth token; by default the one its discovery record names (a
+    cluster that ``up()`` started on this machine), else ``RAY_AUTH_TOKEN`` or Ray's token file.
     ``observe=True`` attaches as an observer (the Jupyter server does): it starts no Serve where
     none runs and writes no discovery record, since it watches a cluster rather than announces one.
 
@@ -86,23 +99,30 @@ def connect(
     with context.lock:
         _refuse_second_session()
         address, http_port = _resolve(address, http_port)
+        token = token or discovery.token_for(address)
+        auth_env = ray_adapter.use_token(token) if token else None
         try:
             _check_reachable(address)
             dashboard = ray_adapter.init(address)
         except (ConnectionError, RuntimeError, ValueError, OSError) as exc:
+            if auth_env is not None:
+                ray_adapter.restore_auth(auth_env)
             raise ClusterError(
-                f"no Ray cluster answers at {address!r} ({exc}). Check the address, start one with "
-                "'ray start --head', or use up() for an embedded cluster."
+                f"no Ray cluster answers at {address!r}, or it refused this process's auth token ({exc}). Check the "
+                "address; for a cluster with token authentication pass token=... or set RAY_AUTH_TOKEN; or use up()."
             ) from None
         try:
             if not observe:
                 ray_adapter.start_serve(http_port)
         except BaseException:
             ray_adapter.shutdown()
+            if auth_env is not None:
+                ray_adapter.restore_auth(auth_env)
             raise
-        session = Session(address, None, types)
+        session = Session(address, None, types, auth_env=auth_env)
         if not observe:
-            session.record = discovery.write_record(address, ray_adapter.serve_state().http_port, dashboard, embedded=False)
+            http = ray_adapter.serve_state().http_port
+            session.record = discovery.write_record(address, http, dashboard, embedded=False, token=token)
         context.set_session(session)
         return address
 
@@ -117,14 +137,15 @@ def down() -> None:
         if session is None:
             return
         discovery.remove_record(session.record)
-        if session.embedded is None:
-            ray_adapter.shutdown()
-            return
         try:
-            ray_adapter.shutdown_serve()
+            if session.embedded is not None:
+                ray_adapter.shutdown_serve()
         finally:
             ray_adapter.shutdown()
-            ray_adapter.stop_embedded(session.embedded)
+            if session.embedded is not None:
+                ray_adapter.stop_embedded(session.embedded)
+            if session.auth_env is not None:
+                ray_adapter.restore_auth(session.auth_env)
 
 
 def add_node(node_type: str | None = None) -> str:

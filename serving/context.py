@@ -53,6 +53,7 @@ class Session:
     workers: dict[str, Any] = field(default_factory=dict)
     record: Path | None = None
     started_at: float = field(default_factory=time.time)
+    auth_env: dict[str, str | None] | None = None  # what use_token() replaced: put back by down()
 
     @property
     def owner(self) -> bool:

@@ -36,6 +36,7 @@ class ClusterRecord:
     kernel_id: str | None
     started_at: float
     embedded: bool
+    token_path: str | None = None  # the cluster's Ray auth token, in a file only this user can read
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,23 +49,59 @@ def runtime_dir() -> Path:
     return Path(jupyter_runtime_dir())
 
 
-def write_record(address: str, http_port: int | None, dashboard_url: str | None, embedded: bool) -> Path:
-    """Write this process's record, replacing an earlier one of the same process; returns its path."""
-    record = ClusterRecord(address, http_port, dashboard_url, os.getpid(), kernel_id(), time.time(), embedded)
+def write_record(
+    address: str, http_port: int | None, dashboard_url: str | None, embedded: bool, token: str | None = None
+) -> Path:
+    """Write this process's record (and the cluster's token beside it), both readable by this user
+    alone, replacing an earlier one of the same process; returns the record's path."""
     directory = runtime_dir()
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{PREFIX}{os.getpid()}.json"
-    partial = path.with_suffix(".tmp")
-    partial.write_text(json.dumps(record.to_dict()))
-    partial.replace(path)  # readers never see half a record
+    token_path = None
+    if token is not None:
+        token_path = path.with_suffix(".token")
+        _write_private(token_path, token)
+    record = ClusterRecord(
+        address,
+        http_port,
+        dashboard_url,
+        os.getpid(),
+        kernel_id(),
+        time.time(),
+        embedded,
+        str(token_path) if token_path else None,
+    )
+    _write_private(path, json.dumps(record.to_dict()))
     atexit.register(remove_record, path)
     return path
 
 
 def remove_record(path: Path | None) -> None:
-    """Remove a record; idempotent."""
+    """Remove a record and its token file; idempotent."""
     if path is not None:
+        path.with_suffix(".token").unlink(missing_ok=True)
         path.unlink(missing_ok=True)
+
+
+def token_for(address: str, directory: Path | None = None) -> str | None:
+    """The auth token of the cluster at ``address``, from the newest live record that has one."""
+    for record in find_clusters(directory):
+        if record.address == address and record.token_path:
+            try:
+                return Path(record.token_path).read_text().strip()
+            except OSError as exc:
+                log.debug("cannot read the token of %s: %s", address, exc)
+    return None
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 0600 from the first byte; readers never see half of it."""
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    partial.replace(path)
 
 
 def find_clusters(directory: Path | None = None) -> list[ClusterRecord]:

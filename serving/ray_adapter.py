@@ -66,6 +66,41 @@ def shutdown() -> None:
     ray.shutdown()
 
 
+# --- authentication -----------------------------------------------------------------------------
+
+AUTH_VARIABLES = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+def use_token(token: str) -> dict[str, str | None]:
+    """Authenticate this process, and every process it starts, with Ray token ``token``.
+
+    Returns the variables it replaced, for ``restore_auth()``. Ray reads the mode and the token once
+    per process and caches them, so its caches are reset (what Ray's own tests do between clusters).
+    """
+    previous = {name: os.environ.get(name) for name in AUTH_VARIABLES}
+    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    _reload_auth()
+    return previous
+
+
+def restore_auth(previous: dict[str, str | None]) -> None:
+    """Put back the variables ``use_token()`` replaced."""
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    _reload_auth()
+
+
+def _reload_auth() -> None:
+    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
 # --- the embedded cluster -----------------------------------------------------------------------
 
 
