@@ -48,7 +48,7 @@ def cluster_model(snapshot: Snapshot, address: str) -> dict[str, Any]:
         {
             **asdict(d),
             "healthy": d.healthy,
-            "unplaced": sum(1 for r in snapshot.replicas if r.key == (d.app, d.name) and r.node_id is None),
+            "unplaced": sum(1 for r in snapshot.unplaced if r.key == (d.app, d.name)),
         }
         for d in sorted(snapshot.deployments, key=lambda d: (d.app, d.name))
     ]

@@ -248,7 +248,9 @@ def _settle(node_id: str, timeout_s: float) -> str:
     unhealthy = [
         f"{d.app}/{d.name} {d.status} {d.running_replicas}/{d.target_replicas}" for d in snap.deployments if not d.healthy
     ]
-    return f" Not settled after {timeout_s:.0f} s: {', '.join(unhealthy) or f'replicas still on {node_id[:12]}'}."
+    waiting = [f"{r.id} of {r.deployment} ({r.state})" for r in snap.unplaced]
+    why = f"; replicas Serve has placed on no node: {', '.join(waiting)}" if waiting else ""
+    return f" Not settled after {timeout_s:.0f} s: {', '.join(unhealthy) or f'replicas still on {node_id[:12]}'}{why}."
 
 
 def _lost_nodes(expected: set[str], snap: Snapshot) -> str:

@@ -127,6 +127,12 @@ def remove_worker(cluster: Any, node: Any) -> None:
     cluster.remove_node(node, allow_graceful=True)
 
 
+def kill_raylet(node: Any) -> None:
+    """SIGKILL a worker's raylet, as a crashed machine would lose it (tests and benchmarks)."""
+    for info in node.all_processes.get("raylet", []):
+        info.process.kill()
+
+
 def wait_for_nodes(cluster: Any) -> None:
     cluster.wait_for_nodes()
 

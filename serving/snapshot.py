@@ -104,6 +104,11 @@ class Snapshot:
         return [r for r in self.replicas if r.node_id == node_id]
 
     @property
+    def unplaced(self) -> list[Replica]:
+        """Replicas Serve has placed on no node yet: starting, or stuck where nothing can take them."""
+        return [r for r in self.replicas if r.node_id is None]
+
+    @property
     def workers(self) -> list[Node]:
         """Alive nodes other than the head."""
         return [n for n in self.nodes if n.alive and not n.head]

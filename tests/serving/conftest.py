@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from servelab import serving
-from servelab.serving import Snapshot
+from servelab.serving import Snapshot, context
 from servelab.testing import free_port
 from servelab.testing.apps import Echo
 
@@ -25,13 +25,19 @@ def cluster() -> Iterator[str]:
 
 
 def reset(cluster: str) -> None:
-    """No applications, and three undrained workers (compaction drains and removes nodes)."""
+    """No applications, and exactly three undrained workers (tests drain, remove, crash and add nodes)."""
     serving.delete_all()
+    workers = context.current().workers
+    alive = {n.id for n in serving.snapshot().nodes}
+    for node_id in [n for n in workers if n not in alive]:  # crashed in a test: forget its raylet
+        workers.pop(node_id)
     for node in serving.snapshot().nodes:
         if node.draining:  # drained by an observer (the Jupyter server), which cannot remove nodes
             serving.remove_node(node.id)
     while sum(1 for n in serving.snapshot().nodes if not n.head) < WORKERS:
         serving.add_node()
+    for extra in [n.id for n in serving.snapshot().nodes if not n.head][WORKERS:]:
+        serving.remove_node(extra)
 
 
 @pytest.fixture
