@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
 import sys
 import time
 import uuid
@@ -288,12 +287,11 @@ def _discovered() -> list[dict[str, Any]]:
 
 
 def _answers(address: str, timeout_s: float = 1.0) -> bool:
-    """Whether something listens at the address's host and port (a TCP connect, not a Ray handshake)."""
-    if address == "auto":
-        return True
-    host, _, port = address.removeprefix("ray://").rpartition(":")
+    """Whether something listens at the address's host and port."""
+    from servelab.serving.cluster import check_reachable
+
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
-            return True
+        check_reachable(address, timeout_s)
     except (OSError, ValueError):
         return False
+    return True

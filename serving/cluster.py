@@ -102,7 +102,7 @@ def connect(
         token = token or discovery.token_for(address)
         auth_env = ray_adapter.use_token(token) if token else None
         try:
-            _check_reachable(address)
+            check_reachable(address)
             dashboard = ray_adapter.init(address)
         except (ConnectionError, RuntimeError, ValueError, OSError) as exc:
             if auth_env is not None:
@@ -243,12 +243,13 @@ def _serve_port(port: int | None) -> int:
     raise ClusterError(f"port {port} on 127.0.0.1 is taken; pass another http_port, or none to pick a free one.")
 
 
-def _check_reachable(address: str, timeout_s: float = 3.0) -> None:
-    """Fail fast where nothing listens: ray.init waits minutes for a GCS that is not there."""
+def check_reachable(address: str, timeout_s: float = 3.0) -> None:
+    """Fail fast where nothing listens (a TCP connect, not a Ray handshake): ray.init waits minutes
+    for a GCS that is not there. OSError when nothing answers, ValueError for a malformed address."""
     if address == "auto":
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         raise ValueError("expected 'auto', 'host:port' or 'ray://host:port'")
-    with socket.create_connection((host, int(port)), timeout=timeout_s):
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
         pass
