@@ -40,7 +40,7 @@ def up(
     on 127.0.0.1:``http_port`` (default 8000, or a free port when 8000 is taken). Returns the address.
 
     >>> up(nodes=3, gpus_per_node=2)
-    '192.0.2.2:6379'
+    '127.0.0.1:6379'
     """
     types, counts = _node_plan(nodes, cpus_per_node, gpus_per_node, memory_per_node, node_types)
     http_port = _serve_port(http_port)
@@ -49,7 +49,8 @@ def up(
         if ray_adapter.is_initialized():
             raise ClusterError("Ray is already initialised in this process; call ray.shutdown() or use connect().")
         # Ray's authentication is off by default and its processes listen on every interface: the
-        # embedded cluster gets a token of its own, which every process started from here inherits.
+        # embedded cluster binds to 127.0.0.1 and gets a token of its own, which every process
+        # started from here inherits.
         token = secrets.token_urlsafe(32)
         auth_env = ray_adapter.use_token(token)
         try:

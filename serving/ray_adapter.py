@@ -49,6 +49,8 @@ def init(address: str) -> str | None:
     """Attach this process to the cluster as a driver; returns the dashboard URL, if it has one."""
     import ray
 
+    if address.rpartition(":")[0].strip("[]") in LOOPBACK_HOSTS:
+        dial_loopback()
     context = ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     url = getattr(context, "dashboard_url", None)
     return (url if "://" in url else f"http://{url}") if url else None
@@ -64,6 +66,22 @@ def shutdown() -> None:
     import ray
 
     ray.shutdown()
+
+
+# Ray turns a loopback bootstrap address into the machine's network address before dialling it
+# (services.resolve_ip_for_localhost), so a cluster bound to 127.0.0.1 cannot be reached by its own
+# address, except where Ray considers multi-node clusters disabled (its macOS and Windows default),
+# in which case it keeps 127.0.0.1. That switch is read nowhere else but `ray start`.
+LOOPBACK = "127.0.0.1"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def dial_loopback() -> None:
+    """Let this process, and every process it starts, reach a cluster bound to 127.0.0.1 as such."""
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 # --- authentication -----------------------------------------------------------------------------
@@ -105,17 +123,24 @@ def _reload_auth() -> None:
 
 
 def start_embedded() -> Any:
-    """A head raylet (no GPUs, no dashboard) on this machine, with Serve's pack scheduling on."""
+    """A head raylet (no GPUs, no dashboard) on this machine, bound to 127.0.0.1, with Serve's pack scheduling on.
+
+    Its GCS, raylets, object managers and agents listen on 127.0.0.1 alone. Serve replicas still
+    listen on every interface: their inter-deployment gRPC server binds ``[::]:0`` unconditionally
+    (ray/serve/_private/replica.py, Ray 2.60); token authentication is what guards the rest.
+    """
     os.environ["RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY"] = "1"
     os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")  # several raylets on 2 cores
+    dial_loopback()
     from ray.cluster_utils import Cluster
 
-    return Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": False})
+    head = {"num_cpus": 1, "num_gpus": 0, "include_dashboard": False, "node_ip_address": LOOPBACK}
+    return Cluster(initialize_head=True, head_node_args=head)
 
 
 def add_worker(cluster: Any, cpus: float, gpus: float, memory: int | None, labels: dict[str, str]) -> tuple[str, Any]:
     """Start one worker raylet; returns its node id and the handle remove_worker() takes."""
-    args: dict[str, Any] = {"num_cpus": cpus, "num_gpus": gpus, "labels": labels}
+    args: dict[str, Any] = {"num_cpus": cpus, "num_gpus": gpus, "labels": labels, "node_ip_address": LOOPBACK}
     if memory is not None:
         args["memory"] = memory
     node = cluster.add_node(**args)
@@ -242,6 +267,8 @@ def parse_serve_details(details: dict[str, Any]) -> ServeState:
                     state=_enum(replica.get("state")),
                     label_selector=selector,
                     max_replicas_per_node=config.get("max_replicas_per_node"),
+                    started_at=replica.get("start_time_s"),
+                    actor_name=replica.get("actor_name"),
                 )
                 for replica in raw.get("replicas") or []
             ]
@@ -297,6 +324,17 @@ def delete_app(app: str) -> None:
     from ray import serve
 
     serve.delete(app)
+
+
+def kill_replica(actor_name: str) -> None:
+    """End a replica's actor; Serve's controller sees it die and starts a replacement."""
+    import ray
+    from ray.serve._private.constants import SERVE_NAMESPACE
+
+    try:
+        ray.kill(ray.get_actor(actor_name, namespace=SERVE_NAMESPACE), no_restart=True)
+    except ValueError:  # gone already
+        pass
 
 
 def deployment_handle(name: str, app: str) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -65,3 +66,29 @@ def test_connect_attaches_with_the_recorded_token_or_a_given_one(cluster: str, t
     assert given.returncode == 0, given.stderr[-2000:]
     refused = run(CONNECT, cluster, "not-the-token", JUPYTER_RUNTIME_DIR=str(tmp_path))
     assert refused.returncode != 0 and "servelab" in refused.stderr and "token" in refused.stderr
+
+
+def network_address() -> str:
+    """This machine's address on its network (a UDP connect sends nothing; it only picks the route)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))
+        return str(probe.getsockname()[0])
+
+
+def test_the_cluster_listens_on_loopback_alone(cluster: str) -> None:
+    import ray
+
+    address = network_address()
+    if address.startswith("127."):
+        pytest.skip("this machine has no network address to probe from")
+    ports = {int(cluster.rpartition(":")[2])}
+    for node in ray.nodes():
+        ports |= {int(v) for k, v in node.items() if k.endswith("Port") and v}
+    assert len(ports) > 8  # the GCS and, per node, raylet, object manager, metrics and agent ports
+    for port in sorted(ports):
+        with socket.socket() as s:
+            s.settimeout(2)
+            assert s.connect_ex(("127.0.0.1", port)) == 0, f"port {port} is not listening on loopback"
+        with socket.socket() as s:
+            s.settimeout(2)
+            assert s.connect_ex((address, port)) != 0, f"port {port} answers on {address}"
