@@ -37,7 +37,8 @@ def main() -> None:
             recovered += 1
             slowest = max(slowest, result.recovered_s)
         shown = f"{result.recovered_s:.1f}" if result.recovered_s is not None else "no"
-        detail = ", ".join(result.unhealthy) or result.report.reason[:90]
+        restarted = "restarted a stuck replica; " if "Restarted replica" in result.report.reason else ""
+        detail = ", ".join(result.unhealthy) or restarted + result.report.reason[:90]
         print(f"{run:>3} {shown:>11} {result.report.stopped!s:>7} {requests:>8} {lost:>6}  {detail}", flush=True)
         time.sleep(2)
     print(

@@ -20,13 +20,14 @@ from typing import Any
 from servelab.errors import CompactionError, StalePlanError
 from servelab.serving import context, ray_adapter
 from servelab.serving.cluster import remove_node
-from servelab.serving.placement import fits, label_match
+from servelab.serving.placement import fits, label_match, stuck
 from servelab.serving.planner import Plan
 from servelab.serving.planner import plan as make_plan
 from servelab.serving.reader import snapshot
 from servelab.serving.snapshot import Snapshot
 
 POLL_S = 0.5
+STUCK_AFTER_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -238,19 +239,34 @@ def _wait_migrated(node_id: str, expected: set[str], timeout_s: float) -> str:
 
 
 def _settle(node_id: str, timeout_s: float) -> str:
-    """After a stop: wait until the drained node is empty and every deployment healthy; '' or what is not."""
+    """After a stop: wait until the drained node is empty and every deployment healthy; '' or what is not.
+
+    A replica left on no node for STUCK_AFTER_S while a live node has room is restarted once: after
+    a raylet is killed, Ray can keep a replacement pending (STARTING, no node) for minutes while
+    Serve's pack scheduler still sees the dead node alive and soft-targets it
+    (NodeAffinitySchedulingStrategy(soft=True) in ray/serve/_private/deployment_scheduler.py).
+    """
     deadline = time.monotonic() + timeout_s
+    restarted: list[str] = []
     while time.monotonic() < deadline:
         snap = snapshot()
         if not snap.replicas_on(node_id) and snap.all_healthy():
-            return ""
+            break
+        for replica in stuck(snap, STUCK_AFTER_S):
+            if replica.actor_name and replica.id not in restarted:
+                ray_adapter.kill_replica(replica.actor_name)
+                restarted.append(replica.id)
         time.sleep(POLL_S)
-    unhealthy = [
-        f"{d.app}/{d.name} {d.status} {d.running_replicas}/{d.target_replicas}" for d in snap.deployments if not d.healthy
-    ]
-    waiting = [f"{r.id} of {r.deployment} ({r.state})" for r in snap.unplaced]
-    why = f"; replicas Serve has placed on no node: {', '.join(waiting)}" if waiting else ""
-    return f" Not settled after {timeout_s:.0f} s: {', '.join(unhealthy) or f'replicas still on {node_id[:12]}'}{why}."
+    else:
+        unhealthy = [
+            f"{d.app}/{d.name} {d.status} {d.running_replicas}/{d.target_replicas}" for d in snap.deployments if not d.healthy
+        ]
+        waiting = [f"{r.id} of {r.deployment} ({r.state})" for r in snap.unplaced]
+        why = f"; replicas Serve has placed on no node: {', '.join(waiting)}" if waiting else ""
+        return f" Not settled after {timeout_s:.0f} s: {', '.join(unhealthy) or f'replicas still on {node_id[:12]}'}{why}."
+    if restarted:
+        return f" Restarted replica(s) {', '.join(restarted)}: on no node for over {STUCK_AFTER_S:.0f} s while a live node had room."
+    return ""
 
 
 def _lost_nodes(expected: set[str], snap: Snapshot) -> str:

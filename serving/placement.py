@@ -1,8 +1,8 @@
-"""Placement rules: whether a replica may go on a node (room for its resources, labels that match)."""
+"""Placement rules: whether a replica may go on a node (room for its resources, labels that match), and which are stuck."""
 
 from __future__ import annotations
 
-from servelab.serving.snapshot import Node
+from servelab.serving.snapshot import Node, Replica, Snapshot
 
 EPSILON = 1e-6
 
@@ -15,3 +15,19 @@ def fits(free: dict[str, float], need: dict[str, float]) -> bool:
 def label_match(node: Node, selector: dict[str, str]) -> bool:
     """Whether ``node`` carries every label of a replica's label selector."""
     return all(node.labels.get(key) == value for key, value in selector.items())
+
+
+def stuck(snapshot: Snapshot, after_s: float) -> list[Replica]:
+    """Replicas on no node for over ``after_s`` seconds although an alive, undrained node has room now.
+
+    A replica merely waiting for capacity is not stuck; one Ray keeps pending while a node could
+    take it is (seen after a node's raylet was killed: the replacement stayed STARTING for minutes).
+    """
+    room = [n for n in snapshot.nodes if n.alive and not n.draining]
+    return [
+        r
+        for r in snapshot.unplaced
+        if r.started_at is not None
+        and snapshot.taken_at - r.started_at > after_s
+        and any(fits(n.available, r.resources) and label_match(n, r.label_selector) for n in room)
+    ]

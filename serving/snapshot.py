@@ -57,6 +57,8 @@ class Replica:
     state: str = "RUNNING"
     label_selector: dict[str, str] = field(default_factory=dict)
     max_replicas_per_node: int | None = None
+    started_at: float | None = None  # when Serve created it (epoch seconds)
+    actor_name: str | None = None
 
     @property
     def key(self) -> tuple[str, str]:
