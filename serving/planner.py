@@ -2,17 +2,22 @@
 
 Only replicas on nodes being freed move (that is what draining a node does); every other replica
 stays. A replica moves only onto a node that stays, never onto one being freed or drained, so
-Serve can start each replacement before it stops the old replica. Small clusters are solved
-exactly as a MILP (scipy's HiGHS, with a time limit); large ones by a best-fit heuristic.
+Serve can start each replacement before it stops the old replica.
+
+A best-fit heuristic gives a first layout; small clusters are then solved exactly as a MILP
+(scipy's HiGHS, with a time limit), and whatever time is left goes to a large-neighbourhood
+search: a few dozen nodes at a time are re-packed exactly with everything else held fixed, and
+the layout improves until it reaches the lower bound or the time is spent.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -91,6 +96,7 @@ class _Model:
     fixed_counts: dict[tuple[str, str], np.ndarray]  # replicas per deployment per node that stay put
     pinned: dict[int, str]  # candidate node -> why it cannot be freed at all
     weights: np.ndarray  # objective weight per node
+    forced_off: set[int] = field(default_factory=set)  # workers that must end empty (search only)
 
 
 def plan(
@@ -99,17 +105,20 @@ def plan(
     max_moves: int | None = None,
     keep: Iterable[str] = (),
     exact_limit: int = 60,
-    time_limit_s: float = 10.0,
+    time_limit_s: float = 4.0,
+    seed: int = 0,
 ) -> Plan:
     """Plan a compaction of ``snapshot``: free as many nodes (or as much cost) as possible.
 
-    ``keep`` names nodes never to free; ``max_moves`` bounds the replicas moved. Clusters with up to
-    ``exact_limit`` freeable nodes are solved exactly (within ``time_limit_s``), larger ones heuristically.
+    ``keep`` names nodes never to free; ``max_moves`` bounds the replicas moved. Within
+    ``time_limit_s``: clusters with up to ``exact_limit`` freeable nodes are solved exactly, and any
+    time left improves the layout by re-packing subsets of nodes exactly (seeded by ``seed``).
 
     >>> p = plan(snapshot(), objective="cost")
     >>> p.nodes_to_free, p.freed_cost_per_hour
     """
     started = time.perf_counter()
+    deadline = started + time_limit_s
     if objective not in ("nodes", "cost"):
         raise PlanError(f"objective={objective!r}: use 'nodes' (free the most nodes) or 'cost' (save the most per hour).")
     if max_moves is not None and (not isinstance(max_moves, int) or max_moves < 0):
@@ -121,10 +130,23 @@ def plan(
     model = _build(snapshot, keep, objective)
     layout, blocked = _heuristic(model, max_moves)
     method, optimal = "heuristic", False
-    if len(model.workers) <= exact_limit and model.movable:
-        exact = _exact(model, max_moves, time_limit_s)
-        if exact is not None and _score(model, exact[0]) <= _score(model, layout) + EPSILON:
-            layout, optimal, method = exact[0], exact[1], "exact"
+    # Reaching the lower bound on nodes proves a layout optimal; the cost objective has no such bound.
+    bound = min(lower_bound(snapshot, keep), nodes_in_use(snapshot, keep))
+    target = float(bound) if objective == "nodes" else 0.0
+    if max_moves is None and model.movable:
+        for priority in _priorities(model):
+            packed = _keep_and_pack(model, priority, max(bound - len(model.pinned), 0))
+            if _rank(model, packed) < _rank(model, layout):
+                layout = packed
+    if model.movable and _score(model, layout) > target + EPSILON:
+        if len(model.workers) <= exact_limit:
+            exact = _exact(model, max_moves, max(deadline - time.perf_counter(), 0.1))
+            if exact is not None and _score(model, exact[0]) <= _score(model, layout) + EPSILON:
+                layout, optimal, method = exact[0], exact[1], "exact"
+        if not optimal and max_moves is None and time.perf_counter() < deadline:
+            searched = _search(model, layout, target, deadline, random.Random(seed))
+            if _score(model, searched) < _score(model, layout) - EPSILON:
+                layout, method = searched, "search"
     return _result(snapshot, model, layout, blocked, keep, objective, method, optimal, time.perf_counter() - started)
 
 
@@ -158,6 +180,7 @@ def _build(snapshot: Snapshot, keep: list[str], objective: Objective) -> _Model:
     eligible = np.array([[label_match(n, r.label_selector) for n in nodes] for r in movable], dtype=bool).reshape(
         len(movable), len(nodes)
     )
+    eligible[np.arange(len(movable)), current] = True  # it may stay where it is, labels or not
     weights = np.array([1.0 if objective == "nodes" else n.cost for n in nodes])
     return _Model(nodes, resources, base, candidates, workers, movable, current, need, eligible, fixed_counts, pinned, weights)
 
@@ -220,10 +243,48 @@ def _heuristic(model: _Model, max_moves: int | None) -> tuple[list[int], dict[in
     return layout, blocked
 
 
+def _keep_and_pack(model: _Model, priority: np.ndarray, start: int) -> list[int]:
+    """Keep the ``start`` highest-priority nodes, best-fit every other node's replicas into them;
+    when a replica fits nowhere, keep its node too and pack again. Strong where freeing nodes one
+    at a time gets stuck: it chooses the whole set of nodes to keep first."""
+    order = sorted(model.candidates, key=lambda n: -priority[n])
+    kept = set(model.pinned) | set(order[:start])
+    scale = np.maximum(model.base.max(axis=0), EPSILON)
+    weight = np.array([RESOURCE_WEIGHTS.get(k, 0.1) for k in model.resources]) / scale
+    by_size = sorted(range(len(model.movable)), key=lambda r: -float((model.need[r] * weight).sum()))
+    while True:
+        layout = list(model.current)
+        open_ = np.array([n in kept or n not in model.workers for n in range(len(model.nodes))])
+        free = model.base.copy()
+        counts = {key: c.copy() for key, c in model.fixed_counts.items()}
+        for r, n in enumerate(model.current):
+            if n in kept:
+                free[n] -= model.need[r]
+                counts.setdefault(model.movable[r].key, np.zeros(len(model.nodes)))[n] += 1
+        failed = None
+        for r in by_size:
+            if model.current[r] in kept:
+                continue
+            replica = model.movable[r]
+            ok = open_ & model.eligible[r] & np.all(free + EPSILON >= model.need[r], axis=1)
+            if replica.max_replicas_per_node is not None:
+                ok &= counts.setdefault(replica.key, np.zeros(len(model.nodes))) < replica.max_replicas_per_node
+            if not ok.any():
+                failed = r
+                break
+            target = int(np.argmin(np.where(ok, ((free - model.need[r]) * weight).sum(axis=1), np.inf)))
+            free[target] -= model.need[r]
+            counts.setdefault(replica.key, np.zeros(len(model.nodes)))[target] += 1
+            layout[r] = target
+        if failed is None:
+            return layout
+        kept.add(model.current[failed])
+
+
 def _exact(model: _Model, max_moves: int | None, time_limit_s: float) -> tuple[list[int], bool] | None:
     """The MILP: choose nodes to keep in use and an assignment, minimising the objective."""
     from scipy.optimize import Bounds, LinearConstraint, milp
-    from scipy.sparse import lil_matrix
+    from scipy.sparse import coo_matrix
 
     workers = sorted(model.workers)
     y_of = {n: k for k, n in enumerate(workers)}
@@ -275,15 +336,20 @@ def _exact(model: _Model, max_moves: int | None, time_limit_s: float) -> tuple[l
             row({x_of[(r, n)]: -1.0, y_of[n]: 1.0}, -np.inf, 0.0)
     if max_moves is not None:
         row({k: 1.0 for (r, n), k in x_of.items() if n != model.current[r]}, -np.inf, float(max_moves))
-    matrix = lil_matrix((len(rows), size))
-    for i, coefficients in enumerate(rows):
-        for k, value in coefficients.items():
-            matrix[i, k] = value
+    entries = [(i, k, value) for i, coefficients in enumerate(rows) for k, value in coefficients.items()]
+    at_row, at_column, values = zip(*entries, strict=True) if entries else ((), (), ())
+    matrix = coo_matrix((values, (at_row, at_column)), shape=(len(rows), size))
+    # A node holding a replica that cannot move (not RUNNING) stays in use whatever the plan does,
+    # so it costs the same in every layout and may well receive replicas.
+    low, high = np.zeros(size), np.ones(size)
+    for n, k in y_of.items():
+        low[k] = 1.0 if n in model.pinned else 0.0
+        high[k] = 0.0 if n in model.forced_off else 1.0
     result = milp(
         cost,
         constraints=LinearConstraint(matrix.tocsr(), lower, upper),
         integrality=np.ones(size),
-        bounds=Bounds(0, 1),
+        bounds=Bounds(low, high),
         options={"time_limit": time_limit_s, "disp": False},
     )
     if result.x is None:
@@ -293,6 +359,94 @@ def _exact(model: _Model, max_moves: int | None, time_limit_s: float) -> tuple[l
         if result.x[k] > 0.5:
             layout[r] = n
     return layout, result.status == 0
+
+
+def _priorities(model: _Model) -> list[np.ndarray]:
+    """Orders in which to keep nodes: the most loaded, the fullest, the largest (cheapest per capacity for cost)."""
+    scale = np.maximum(model.base.max(axis=0), EPSILON)
+    load = np.zeros(len(model.nodes))
+    for r, n in enumerate(model.current):
+        load[n] += float((model.need[r] / scale).sum())
+    size = (model.base / scale).sum(axis=1)
+    return [load / model.weights.clip(EPSILON), load / size.clip(EPSILON), (size + load) / model.weights.clip(EPSILON)]
+
+
+NEIGHBOURHOOD = 24  # nodes re-packed exactly per step: small enough to solve in well under a second
+STEP_LIMIT_S = 1.0
+
+
+def _search(model: _Model, layout: list[int], target: float, deadline: float, rng: random.Random) -> list[int]:
+    """Large-neighbourhood search: re-pack a few dozen nodes at a time exactly, keep what improves."""
+    best, score = list(layout), _score(model, layout)
+    scale = np.maximum(model.base.max(axis=0), EPSILON)
+    while score > target + EPSILON and time.perf_counter() < deadline:
+        subset = _neighbourhood(model, best, scale, rng)
+        repacked = _repack(model, best, subset, min(STEP_LIMIT_S, deadline - time.perf_counter()))
+        if repacked is not None and _score(model, repacked) < score - EPSILON:
+            best, score = repacked, _score(model, repacked)
+    return best
+
+
+def _neighbourhood(model: _Model, layout: list[int], scale: np.ndarray, rng: random.Random) -> list[int]:
+    """Nodes to re-pack: some of the emptiest in use (to free), a node or two not in use (often a
+    large one that packs better than those kept), and nodes in use with their replicas around them."""
+    used = sorted({n for n in layout if n in model.workers} - set(model.pinned))
+    if not used:
+        return []
+    size = np.array([float((model.base[n] / scale).sum()) for n in range(len(model.nodes))])
+    load = np.zeros(len(model.nodes))
+    for r, n in enumerate(layout):
+        load[n] += float((model.need[r] / scale).sum())
+    emptiest = sorted(used, key=lambda n: load[n] / max(size[n], EPSILON))
+    pool = emptiest[: max(4, len(emptiest) // 4)]
+    chosen = rng.sample(pool, min(len(pool), rng.randint(2, 6)))
+    unused = [n for n in sorted(model.workers - set(layout)) if n not in model.forced_off]
+    if unused:
+        chosen += list(dict.fromkeys(rng.choices(unused, weights=[size[n] for n in unused], k=rng.randint(1, 4))))
+    others = [n for n in range(len(model.nodes)) if n not in chosen and (n in used or n in model.pinned or n not in model.workers)]
+    return chosen + rng.sample(others, min(len(others), max(NEIGHBOURHOOD - len(chosen), 0)))
+
+
+def _repack(model: _Model, layout: list[int], subset: list[int], time_limit_s: float) -> list[int] | None:
+    """``layout`` with the replicas on ``subset`` re-placed exactly among ``subset``, the rest fixed."""
+    chosen = set(subset)
+    moving = [r for r, n in enumerate(layout) if n in chosen]
+    if not moving or time_limit_s <= 0:
+        return None
+    base = model.base.copy()
+    counts = {key: c.copy() for key, c in model.fixed_counts.items()}
+    for r, n in enumerate(layout):
+        if n not in chosen:
+            base[n] -= model.need[r]
+            counts.setdefault(model.movable[r].key, np.zeros(len(model.nodes)))[n] += 1
+    # A freed node whose replicas went outside the subset must stay empty: a node in use keeps its replicas.
+    gone = {model.current[r] for r, n in enumerate(layout) if n not in chosen and model.current[r] != n}
+    mask = np.zeros(len(model.nodes), dtype=bool)
+    mask[subset] = True
+    sub = replace(
+        model,
+        base=base,
+        movable=[model.movable[r] for r in moving],
+        current=[model.current[r] for r in moving],
+        need=model.need[moving],
+        eligible=model.eligible[moving] & mask,
+        fixed_counts=defaultdict(lambda: np.zeros(len(model.nodes)), counts),
+        pinned={n: why for n, why in model.pinned.items() if n in chosen},
+        workers=model.workers & chosen,
+        forced_off=gone & chosen,
+    )
+    solved = _exact(sub, None, time_limit_s)
+    if solved is None:
+        return None
+    result = list(layout)
+    for k, r in enumerate(moving):
+        result[r] = solved[0][k]
+    return result
+
+
+def _rank(model: _Model, layout: list[int]) -> tuple[float, int]:
+    """Better layouts first: a lower objective, then fewer replicas moved."""
+    return round(_score(model, layout), 6), sum(1 for r, n in enumerate(layout) if n != model.current[r])
 
 
 def _score(model: _Model, layout: list[int]) -> float:

@@ -24,13 +24,25 @@ SHAPES = [
     ("router", {"CPU": 2.0, "memory": 4.0 * GiB}),
 ]
 SHAPE_WEIGHTS = [1, 4, 4, 3, 3, 3]
+# A harder mix: 2-GPU replicas too, every shape as likely, node types in equal parts.
+WIDE_SHAPES = [*SHAPES[:1], ("llm-13b", {"GPU": 2.0, "CPU": 12.0, "memory": 96.0 * GiB}), *SHAPES[1:]]
+WIDE_MIX = dict.fromkeys(NODE_TYPES, 1 / 3)
 
 
-def fragmented_cluster(nodes: int, seed: int = 0, fill: float = 0.85, keep_fraction: float = 0.5) -> Snapshot:
+def fragmented_cluster(
+    nodes: int,
+    seed: int = 0,
+    fill: float = 0.85,
+    keep_fraction: float = 0.5,
+    shapes: list[tuple[str, dict[str, float]]] = SHAPES,
+    shape_weights: list[float] | None = None,
+    node_mix: dict[str, float] = NODE_MIX,
+) -> Snapshot:
     """A cluster of ``nodes`` mixed workers (plus a head): filled to ``fill`` with replicas spread
     onto the emptiest fitting node (as at peak), then with all but ``keep_fraction`` removed at random."""
     rng = random.Random(seed)
-    types = rng.choices(list(NODE_MIX), weights=list(NODE_MIX.values()), k=nodes)
+    weights = shape_weights or (SHAPE_WEIGHTS if shapes is SHAPES else [1.0] * len(shapes))
+    types = rng.choices(list(node_mix), weights=list(node_mix.values()), k=nodes)
     cluster = [Node("head", "head", {"CPU": 8.0, "memory": 32.0 * GiB}, {"CPU": 8.0, "memory": 32.0 * GiB}, head=True)]
     cluster += [Node(f"node-{i:04d}", t, dict(NODE_TYPES[t]), dict(NODE_TYPES[t])) for i, t in enumerate(types)]
     free = {n.id: dict(n.total) for n in cluster[1:]}
@@ -39,7 +51,7 @@ def fragmented_cluster(nodes: int, seed: int = 0, fill: float = 0.85, keep_fract
     placed: list[tuple[str, str, dict[str, float]]] = []
     failures = 0
     while failures < 50 and all(used[k] < fill * capacity[k] for k in used):
-        name, shape = rng.choices(SHAPES, weights=SHAPE_WEIGHTS)[0]
+        name, shape = rng.choices(shapes, weights=weights)[0]
         fitting = [n for n in free if fits(free[n], shape)]
         if not fitting:
             failures += 1
@@ -59,3 +71,11 @@ def fragmented_cluster(nodes: int, seed: int = 0, fill: float = 0.85, keep_fract
         replicas.append(Replica(f"{name}#{i:05d}", name, "app", node_id, dict(shape)))
     nodes = [cluster[0]] + [Node(n.id, n.type, n.total, {k: round(v, 9) for k, v in free[n.id].items()}) for n in cluster[1:]]
     return Snapshot(tuple(nodes), tuple(replicas), taken_at=0.0)
+
+
+def wide_cluster(nodes: int, seed: int = 0) -> Snapshot:
+    """The harder generator: shapes of 4, 2, 1, 0.5 and 0.25 GPU and CPU-only, spread at 90% at peak, then 55% removed.
+
+    >>> wide_cluster(100, seed=1)
+    """
+    return fragmented_cluster(nodes, seed, fill=0.9, keep_fraction=0.45, shapes=WIDE_SHAPES, node_mix=WIDE_MIX)
