@@ -32,12 +32,15 @@ def up(
     memory_per_node: int | None = None,
     node_types: dict[str, dict[str, Any]] | None = None,
     http_port: int | None = None,
+    ray_compaction_delay_s: float | None = None,
 ) -> str:
     """Start the embedded cluster: a head plus ``nodes`` workers (or ``node_types`` counts), and Serve.
 
     ``node_types`` maps a name to ``{"count": n, "cpus": .., "gpus": .., "memory": .., "labels": {..},
     "cost_per_hour": ..}``. GPUs are logical where the machine has none. Serve's HTTP proxy listens
-    on 127.0.0.1:``http_port`` (default 8000, or a free port when 8000 is taken). Returns the address.
+    on 127.0.0.1:``http_port`` (default 8000, or a free port when 8000 is taken). Ray Serve's own
+    node compaction is off, so that one compactor (servelab's) moves replicas, unless
+    ``ray_compaction_delay_s`` turns it on with that delay. Returns the address.
 
     >>> up(nodes=3, gpus_per_node=2)
     '127.0.0.1:6379'
@@ -54,7 +57,7 @@ def up(
         token = secrets.token_urlsafe(32)
         auth_env = ray_adapter.use_token(token)
         try:
-            cluster = ray_adapter.start_embedded()
+            cluster = ray_adapter.start_embedded(ray_compaction_delay_s)
         except BaseException:
             ray_adapter.restore_auth(auth_env)
             raise

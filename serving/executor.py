@@ -23,7 +23,7 @@ from servelab.serving.cluster import remove_node
 from servelab.serving.placement import fits, label_match, stuck
 from servelab.serving.planner import Plan
 from servelab.serving.planner import plan as make_plan
-from servelab.serving.reader import snapshot
+from servelab.serving.reader import DRAIN_RECORD, snapshot
 from servelab.serving.snapshot import Snapshot
 
 POLL_S = 0.5
@@ -152,6 +152,9 @@ def compact(
             "the cluster changed since this plan was made (nodes or replicas moved); "
             "make a new one with plan(snapshot()) or call compact() without a plan."
         )
+    busy = "" if dry_run else _busy_elsewhere(snap)
+    if busy:
+        raise CompactionError(busy)
     events: list[CompactionEvent] = []
     total = len(plan.nodes_to_free)
 
@@ -177,7 +180,7 @@ def compact(
     try:
         for node_id in plan.nodes_to_free:
             snap = snapshot()
-            reason = _lost_nodes(expected, snap) or _cannot_move(node_id, snap)
+            reason = _lost_nodes(expected, snap) or _busy_elsewhere(snap) or _cannot_move(node_id, snap)
             if reason:
                 break
             replicas = len(snap.replicas_on(node_id))
@@ -192,6 +195,7 @@ def compact(
             emit("migrated", node_id, f"{replicas} replica(s) left {node_id[:12]}; deployments healthy", len(freed))
             if session.embedded is not None:
                 remove_node(node_id)
+                ray_adapter.forget(DRAIN_RECORD, node_id)
                 message = f"{node_id[:12]} released"
             else:
                 message = f"{node_id[:12]} is idle and drained; the cluster's autoscaler reclaims it"
@@ -219,9 +223,24 @@ def compact(
 
 
 def _drain(node_id: str) -> None:
+    ray_adapter.report(DRAIN_RECORD, node_id, {"started": time.time()})  # so snapshots tell our drains from others'
     accepted, rejection = ray_adapter.drain_node(node_id, "servelab compaction")
     if not accepted:
+        ray_adapter.forget(DRAIN_RECORD, node_id)
         raise CompactionError(f"Ray refused to drain {node_id}: {rejection}")
+
+
+def _busy_elsewhere(snap: Snapshot) -> str:
+    """One compactor at a time: why not to drain beside Ray's own compaction or a drain servelab did not start, or ''."""
+    foreign = snap.foreign_drains
+    if not foreign:
+        return ""
+    who = {"ray": "Ray Serve's own node compaction", "other": "a drain servelab did not start (an operator or autoscaler)"}
+    busy = "; ".join(f"{n.id[:12]} by {who.get(n.drained_by or 'other', n.drained_by)}" for n in foreign)
+    return (
+        f"node(s) are being emptied already: {busy}. Two compactions at once would fight over the same "
+        "replicas; compact again once that has finished (snapshot().foreign_drains is empty)."
+    )
 
 
 def _wait_migrated(node_id: str, expected: set[str], timeout_s: float) -> str:
@@ -265,7 +284,9 @@ def _settle(node_id: str, timeout_s: float) -> str:
         why = f"; replicas Serve has placed on no node: {', '.join(waiting)}" if waiting else ""
         return f" Not settled after {timeout_s:.0f} s: {', '.join(unhealthy) or f'replicas still on {node_id[:12]}'}{why}."
     if restarted:
-        return f" Restarted replica(s) {', '.join(restarted)}: on no node for over {STUCK_AFTER_S:.0f} s while a live node had room."
+        return (
+            f" Restarted replica(s) {', '.join(restarted)}: on no node for over {STUCK_AFTER_S:.0f} s while a live node had room."
+        )
     return ""
 
 

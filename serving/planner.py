@@ -397,13 +397,15 @@ def _neighbourhood(model: _Model, layout: list[int], scale: np.ndarray, rng: ran
     load = np.zeros(len(model.nodes))
     for r, n in enumerate(layout):
         load[n] += float((model.need[r] / scale).sum())
-    emptiest = sorted(used, key=lambda n: load[n] / max(size[n], EPSILON))
+    emptiest = sorted(used, key=lambda n: float(load[n]) / max(float(size[n]), EPSILON))
     pool = emptiest[: max(4, len(emptiest) // 4)]
     chosen = rng.sample(pool, min(len(pool), rng.randint(2, 6)))
     unused = [n for n in sorted(model.workers - set(layout)) if n not in model.forced_off]
     if unused:
         chosen += list(dict.fromkeys(rng.choices(unused, weights=[size[n] for n in unused], k=rng.randint(1, 4))))
-    others = [n for n in range(len(model.nodes)) if n not in chosen and (n in used or n in model.pinned or n not in model.workers)]
+    others = [
+        n for n in range(len(model.nodes)) if n not in chosen and (n in used or n in model.pinned or n not in model.workers)
+    ]
     return chosen + rng.sample(others, min(len(others), max(NEIGHBOURHOOD - len(chosen), 0)))
 
 

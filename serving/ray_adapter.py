@@ -19,6 +19,7 @@ from servelab.serving.snapshot import DeploymentInfo, Replica
 HEAD_MARKER = "node:__internal_head__"
 KEPT_RESOURCES = ("CPU", "GPU", "memory")
 KV_NAMESPACE = "servelab"
+COMPACTION_DELAY = "RAY_SERVE_NODE_COMPACTION_DELAY_S"
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ def _reload_auth() -> None:
 # --- the embedded cluster -----------------------------------------------------------------------
 
 
-def start_embedded() -> Any:
+def start_embedded(compaction_delay_s: float | None = None) -> Any:
     """A head raylet (no GPUs, no dashboard) on this machine, bound to 127.0.0.1, with Serve's pack scheduling on.
 
     Its GCS, raylets, object managers and agents listen on 127.0.0.1 alone. Serve replicas still
@@ -130,6 +131,9 @@ def start_embedded() -> Any:
     (ray/serve/_private/replica.py, Ray 2.60); token authentication is what guards the rest.
     """
     os.environ["RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY"] = "1"
+    # Pack scheduling turns on Serve's own node compaction, after deployments are stable for this
+    # long (read once by the controller, in a process the head raylet starts with this environment).
+    os.environ[COMPACTION_DELAY] = "inf" if compaction_delay_s is None else str(compaction_delay_s)
     os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")  # several raylets on 2 cores
     dial_loopback()
     from ray.cluster_utils import Cluster

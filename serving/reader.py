@@ -8,6 +8,8 @@ from servelab.serving import context, ray_adapter
 from servelab.serving.cluster import node_type_of
 from servelab.serving.snapshot import Node, Snapshot
 
+DRAIN_RECORD = "drain"  # key-value records of the drains servelab started, by node id
+
 
 def snapshot() -> Snapshot:
     """Read nodes (totals, availability, labels, draining), deployments and replicas once, as plain data.
@@ -17,7 +19,11 @@ def snapshot() -> Snapshot:
     """
     session = context.current()
     draining = ray_adapter.draining_nodes()
+    ours = set(ray_adapter.reports(DRAIN_RECORD))
     available = ray_adapter.available_per_node()
+    serve = ray_adapter.serve_state()
+    # Serve's own compaction drains no node in the GCS: it marks the replicas it moves PENDING_MIGRATION.
+    migrating = {r.node_id for r in serve.replicas if r.state == "PENDING_MIGRATION"} - set(draining)
     nodes = []
     for raw in ray_adapter.nodes():
         if not raw.alive:
@@ -31,10 +37,16 @@ def snapshot() -> Snapshot:
                 total=raw.total,
                 available=available.get(raw.id, {}),
                 labels=raw.labels,
-                draining=raw.id in draining,
+                draining=raw.id in draining or raw.id in migrating,
                 head=raw.head,
                 cost_per_hour=spec.cost_per_hour if spec is not None else None,
+                drained_by=_drained_by(raw.id, draining, ours, migrating),
             )
         )
-    serve = ray_adapter.serve_state()
     return Snapshot(tuple(nodes), serve.replicas, taken_at=time.time(), deployments=serve.deployments)
+
+
+def _drained_by(node_id: str, draining: set[str], ours: set[str], migrating: set[str | None]) -> str | None:
+    if node_id in draining:
+        return "servelab" if node_id in ours else "other"
+    return "ray" if node_id in migrating else None

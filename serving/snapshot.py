@@ -39,6 +39,7 @@ class Node:
     draining: bool = False
     head: bool = False
     cost_per_hour: float | None = None
+    drained_by: str | None = None  # "servelab", "ray" (Serve's own node compaction) or "other" (an operator, an autoscaler)
 
     @property
     def cost(self) -> float:
@@ -109,6 +110,11 @@ class Snapshot:
     def unplaced(self) -> list[Replica]:
         """Replicas Serve has placed on no node yet: starting, or stuck where nothing can take them."""
         return [r for r in self.replicas if r.node_id is None]
+
+    @property
+    def foreign_drains(self) -> list[Node]:
+        """Nodes being emptied by something other than servelab: Ray's own compaction, an operator, an autoscaler."""
+        return [n for n in self.nodes if n.draining and n.drained_by != "servelab"]
 
     @property
     def workers(self) -> list[Node]:

@@ -12,11 +12,11 @@ from safetensors.torch import load_file, save_file
 
 from servelab import serving
 from servelab.errors import ClusterError, CompactionError, DeploymentError, StalePlanError
-from servelab.serving import Snapshot
+from servelab.serving import Snapshot, ray_adapter
 from servelab.testing import NginxServer
 from servelab.testing.apps import Echo, Pipeline, WeightsSummary
 
-from .conftest import reset
+from .conftest import WORKERS, reset
 
 
 def get(url: str) -> bytes:
@@ -172,3 +172,31 @@ def test_connect_attaches_to_a_running_cluster_and_down_leaves_it_running(cluste
     workers = sum(1 for n in serving.snapshot().nodes if not n.head)
     assert out.stdout.strip().splitlines()[-1].startswith(f"{workers} ")
     assert serving.snapshot().nodes  # the embedded cluster is still up after the other process's down()
+
+
+def test_rays_own_compaction_is_off_in_a_cluster_up_started(cluster: str) -> None:
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def setting(name: str) -> str | None:
+        from ray.serve._private import constants  # what Serve's controller reads, in a process the cluster started
+
+        return str(getattr(constants, name))
+
+    assert ray.get(setting.remote("RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY")) == "True"
+    assert ray.get(setting.remote("RAY_SERVE_NODE_COMPACTION_DELAY_S")) == "inf"
+
+
+def test_compact_refuses_to_run_beside_a_drain_it_did_not_start(cluster: str) -> None:
+    reset(cluster)
+    serving.deploy("full", Echo, replicas=WORKERS, gpus=2, init_args=("full",))  # every GPU taken: nothing can migrate
+    victim = serving.snapshot().replicas[0].node_id
+    assert victim is not None
+    accepted, _ = ray_adapter.drain_node(victim, "an operator's drain")
+    assert accepted
+    snap = serving.snapshot()
+    assert [(n.id, n.drained_by) for n in snap.foreign_drains] == [(victim, "other")]
+    with pytest.raises(CompactionError, match=f"being emptied already: {victim[:12]} by a drain servelab did not start"):
+        serving.compact()
+    assert serving.snapshot().fingerprint() == snap.fingerprint()  # nothing moved
+    reset(cluster)

@@ -22,7 +22,9 @@ def test_a_replica_pending_too_long_while_a_live_node_has_room_is_stuck() -> Non
 
 
 def test_waiting_for_capacity_is_not_stuck() -> None:
-    full = Snapshot((node("a", 0.5), node("dead", 4.0, alive=False), node("drained", 4.0, draining=True)), (pending("r", 300),), taken_at=NOW)
+    full = Snapshot(
+        (node("a", 0.5), node("dead", 4.0, alive=False), node("drained", 4.0, draining=True)), (pending("r", 300),), taken_at=NOW
+    )
     assert stuck(full, after_s=30) == []
     labelled = Snapshot((node("a", 4.0),), (pending("r", 300, label_selector={"zone": "b"}),), taken_at=NOW)
     assert stuck(labelled, after_s=30) == []

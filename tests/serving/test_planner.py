@@ -10,9 +10,9 @@ import time
 import pytest
 
 from bench.ray_greedy import nodes_after_ray
+from servelab.serving import planner
 from servelab.serving.fragmentation import fragmentation
 from servelab.serving.placement import fits, label_match
-from servelab.serving import planner
 from servelab.serving.planner import Plan, PlanError, plan
 from servelab.serving.snapshot import Node, Replica, Snapshot
 from servelab.testing.clusters import fragmented_cluster, wide_cluster
