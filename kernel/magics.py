@@ -212,17 +212,22 @@ class ServelabMagics(Magics):
     @argument("--max-moves", type=int, help="move at most K replicas")
     @argument("--keep", nargs="*", default=[], metavar="NODE", help="node ids (or prefixes) never to free")
     @argument("--no-probe", action="store_true", help="do not send requests to the deployments while compacting")
+    @argument("--max-draining", type=int, default=1, metavar="N", help="nodes draining at once (default 1)")
+    @argument("--max-migrating", type=int, metavar="N", help="replicas of one deployment migrating at once")
+    @argument("--min-saving", type=float, default=0.01, metavar="USD", help="$/h to save per replica moved, or nothing runs")
     def compact(self, line: str) -> Any:
         """Migrate replicas onto fewer nodes with zero downtime and free the idle nodes.
 
         %compact --dry-run      the plan: before and after, moves, savings, a Compact button
-        %compact [--objective nodes|cost] [--max-moves K]    run it, events as they happen, then the report
+        %compact [--objective nodes|cost] [--max-moves K] [--max-draining N] [--min-saving USD]
+                                run it, events as they happen, then the report
         """
         from servelab import serving
         from servelab.widgets import CompactionPanel
         from servelab.widgets.compaction_panel import compaction_probe
 
         args = parse_argstring(self.compact, line)
+        budget = serving.Budget(args.max_draining, args.max_migrating, args.min_saving)
         snap = serving.snapshot()
         keep = [_node_id(snap, prefix) for prefix in args.keep]
         plan = serving.plan(snap, objective=args.objective, max_moves=args.max_moves, keep=keep)
@@ -233,7 +238,7 @@ class ServelabMagics(Magics):
         if plan.nodes_to_free:
             calling = f"; calling {len(urls)} deployment(s) throughout" if urls else ""
             print(f"freeing {len(plan.nodes_to_free)} node(s), moving {len(plan.moves)} replica(s){calling}")
-        return serving.compact(plan, probe=probe, on_event=_print_event)
+        return serving.compact(plan, budget=budget, probe=probe, on_event=_print_event)
 
     @line_magic
     @friendly

@@ -9,6 +9,7 @@
 >>> serving.compact()
 """
 
+from servelab.serving.budget import Budget
 from servelab.serving.cluster import add_node, connect, down, remove_node, up
 from servelab.serving.context import NodeType
 from servelab.serving.deployments import (
@@ -34,6 +35,7 @@ from servelab.serving.reader import snapshot
 from servelab.serving.snapshot import DeploymentInfo, Node, Replica, Snapshot
 
 __all__ = [
+    "Budget",
     "ClusterRecord",
     "CompactionEvent",
     "CompactionReport",

@@ -19,6 +19,7 @@ from typing import Any
 
 from servelab.errors import CompactionError, StalePlanError
 from servelab.serving import context, ray_adapter
+from servelab.serving.budget import Budget, as_planned, not_worth_it, waves
 from servelab.serving.cluster import remove_node
 from servelab.serving.placement import fits, label_match, stuck
 from servelab.serving.planner import Plan
@@ -34,7 +35,7 @@ STUCK_AFTER_S = 30.0
 class CompactionEvent:
     """One step of a compaction, for widgets and websockets."""
 
-    kind: str  # planned | draining | migrated | released | stopped | done
+    kind: str  # planned | draining | migrated | released | replanned | stopped | done
     node: str | None
     message: str
     elapsed_s: float
@@ -67,6 +68,8 @@ class CompactionReport:
     events: tuple[CompactionEvent, ...]
     before: LatencyStats | None = None
     during: LatencyStats | None = None
+    replicas_as_planned: int = 0
+    budget: Budget | None = None
 
     @property
     def failed_requests(self) -> int | None:
@@ -124,6 +127,7 @@ class LoadProbe:
 def compact(
     plan: Plan | None = None,
     *,
+    budget: Budget | None = None,
     dry_run: bool = False,
     probe: LoadProbe | None = None,
     on_event: Callable[[CompactionEvent], None] | None = None,
@@ -131,16 +135,20 @@ def compact(
     node_timeout_s: float = 180.0,
     **plan_options: Any,
 ) -> CompactionReport:
-    """Run ``plan`` (or a fresh ``plan(snapshot(), **plan_options)``) with zero downtime.
+    """Run ``plan`` (or a fresh ``plan(snapshot(), **plan_options)``) with zero downtime, within ``budget``.
 
-    Refuses a plan made for a cluster that has changed since (StalePlanError). ``dry_run`` returns
-    the plan as a report and changes nothing. ``probe`` measures request latency before and during.
+    Refuses a plan made for a cluster that has changed since (StalePlanError) and one not worth its
+    moves (the report says why). Nodes drain in waves of ``budget.max_draining``; after each wave
+    the rest of the plan is checked against the live cluster and planned again where it no longer
+    holds. ``dry_run`` returns the plan as a report and changes nothing. ``probe`` measures request
+    latency before and during.
 
     >>> compact(dry_run=True).plan.nodes_to_free
-    >>> report = compact()
-    >>> report.nodes_freed, report.replicas_moved
+    >>> report = compact(budget=Budget(max_draining=2))
+    >>> report.nodes_freed, report.replicas_moved, report.replicas_as_planned
     """
     started = time.monotonic()
+    budget = budget or Budget()
     session = context.current()
     snap = snapshot()
     if plan is None:
@@ -165,9 +173,10 @@ def compact(
             on_event(event)
 
     emit("planned", None, f"{total} node(s) to free, {len(plan.moves)} replica move(s)", 0)
-    if dry_run or total == 0:
-        emit("done", None, "dry run: nothing changed" if dry_run else "nothing to free", 0)
-        return CompactionReport(plan, dry_run, (), 0, time.monotonic() - started, False, "", tuple(events))
+    skip = not_worth_it(plan, budget)
+    if dry_run or total == 0 or skip:
+        emit("done", None, "dry run: nothing changed" if dry_run else skip or "nothing to free", 0)
+        return CompactionReport(plan, dry_run, (), 0, time.monotonic() - started, False, skip, tuple(events), budget=budget)
 
     if probe is not None:
         probe.start()
@@ -175,39 +184,70 @@ def compact(
         probe.mark("during")
     expected = {n.id for n in snap.nodes}
     freed: list[str] = []
-    moved = 0
+    moved = placed = 0
     reason = ""
+    current = plan
     try:
-        for node_id in plan.nodes_to_free:
+        remaining = list(current.nodes_to_free)
+        while remaining and not reason:
+            wave = waves(current, {n: snap.replicas_on(n) for n in remaining}, budget)[0]
+            reason = _lost_nodes(expected, snap) or _busy_elsewhere(snap) or _cannot_move(wave, snap)
+            if reason:
+                break
+            before = snap.replicas
+            replicas = sum(len(snap.replicas_on(n)) for n in wave)
+            for node_id in wave:
+                _drain(node_id)
+                emit(
+                    "draining",
+                    node_id,
+                    f"draining {node_id[:12]}: {len(snap.replicas_on(node_id))} replica(s) to migrate",
+                    len(freed),
+                )
+            reason = _wait_migrated(wave, expected, node_timeout_s)
+            if reason:
+                # A drain cannot be undone: Serve goes on moving the nodes' replicas. Report once they settled.
+                reason += _settle(wave, node_timeout_s)
+                break
             snap = snapshot()
-            reason = _lost_nodes(expected, snap) or _busy_elsewhere(snap) or _cannot_move(node_id, snap)
-            if reason:
-                break
-            replicas = len(snap.replicas_on(node_id))
-            _drain(node_id)
-            emit("draining", node_id, f"draining {node_id[:12]}: {replicas} replica(s) to migrate", len(freed))
-            reason = _wait_migrated(node_id, expected, node_timeout_s)
-            if reason:
-                # A drain cannot be undone: Serve goes on moving the node's replicas. Report once they settled.
-                reason += _settle(node_id, node_timeout_s)
-                break
             moved += replicas
-            emit("migrated", node_id, f"{replicas} replica(s) left {node_id[:12]}; deployments healthy", len(freed))
-            if session.embedded is not None:
-                remove_node(node_id)
-                ray_adapter.forget(DRAIN_RECORD, node_id)
-                message = f"{node_id[:12]} released"
-            else:
-                message = f"{node_id[:12]} is idle and drained; the cluster's autoscaler reclaims it"
-            expected.discard(node_id)
-            freed.append(node_id)
-            emit("released", node_id, message, len(freed))
+            landed = as_planned(current, wave, list(before), list(snap.replicas))
+            placed += landed
+            for node_id in wave:
+                emit(
+                    "migrated",
+                    node_id,
+                    f"replicas left {node_id[:12]}; {landed}/{replicas} of the wave landed as planned",
+                    len(freed),
+                )
+                if session.embedded is not None:
+                    remove_node(node_id)
+                    ray_adapter.forget(DRAIN_RECORD, node_id)
+                    message = f"{node_id[:12]} released"
+                else:
+                    message = f"{node_id[:12]} is idle and drained; the cluster's autoscaler reclaims it"
+                expected.discard(node_id)
+                freed.append(node_id)
+                emit("released", node_id, message, len(freed))
+            snap = snapshot()
+            remaining = [n for n in remaining if n not in wave]
+            if remaining and _cannot_move(remaining, snap):
+                # Serve chose other targets than planned and the rest no longer fits: plan what remains again.
+                current = make_plan(snap, objective="cost" if plan.objective == "cost" else "nodes")
+                remaining = list(current.nodes_to_free)
+                total = len(freed) + len(remaining)
+                emit(
+                    "replanned",
+                    None,
+                    f"replicas landed elsewhere than planned; the rest re-planned: {len(remaining)} node(s) still to free",
+                    len(freed),
+                )
     finally:
         stats = probe.stop() if probe is not None else {}
     if reason:
         emit("stopped", None, reason, len(freed))
     else:
-        emit("done", None, f"freed {len(freed)} node(s), moved {moved} replica(s)", len(freed))
+        emit("done", None, f"freed {len(freed)} node(s), moved {moved} replica(s), {placed} landed as planned", len(freed))
     return CompactionReport(
         plan=plan,
         dry_run=False,
@@ -219,6 +259,8 @@ def compact(
         events=tuple(events),
         before=stats.get("before"),
         during=stats.get("during"),
+        replicas_as_planned=placed,
+        budget=budget,
     )
 
 
@@ -243,21 +285,26 @@ def _busy_elsewhere(snap: Snapshot) -> str:
     )
 
 
-def _wait_migrated(node_id: str, expected: set[str], timeout_s: float) -> str:
-    """Wait until the node hosts no replica and every deployment is healthy; a reason to stop, or ''."""
+def _wait_migrated(wave: list[str], expected: set[str], timeout_s: float) -> str:
+    """Wait until the wave's nodes host no replica and every deployment is healthy; a reason to stop, or ''."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         snap = snapshot()
-        lost = _lost_nodes(expected - {node_id}, snap)
+        lost = _lost_nodes(expected - set(wave), snap)
         if lost:
             return lost
-        if not snap.replicas_on(node_id) and snap.all_healthy():
+        if not _still_hosting(wave, snap) and snap.all_healthy():
             return ""
         time.sleep(POLL_S)
-    return f"replicas had not left {node_id} after {timeout_s:.0f} s; it stays drained, its replicas keep serving"
+    left = ", ".join(n[:12] for n in _still_hosting(wave, snap))
+    return f"replicas had not left {left} after {timeout_s:.0f} s; they stay drained, their replicas keep serving"
 
 
-def _settle(node_id: str, timeout_s: float) -> str:
+def _still_hosting(wave: list[str], snap: Snapshot) -> list[str]:
+    return [n for n in wave if snap.replicas_on(n)]
+
+
+def _settle(wave: list[str], timeout_s: float) -> str:
     """After a stop: wait until the drained node is empty and every deployment healthy; '' or what is not.
 
     A replica left on no node for STUCK_AFTER_S while a live node has room is restarted once: after
@@ -269,7 +316,7 @@ def _settle(node_id: str, timeout_s: float) -> str:
     restarted: list[str] = []
     while time.monotonic() < deadline:
         snap = snapshot()
-        if not snap.replicas_on(node_id) and snap.all_healthy():
+        if not _still_hosting(wave, snap) and snap.all_healthy():
             break
         for replica in stuck(snap, STUCK_AFTER_S):
             if replica.actor_name and replica.id not in restarted:
@@ -282,7 +329,7 @@ def _settle(node_id: str, timeout_s: float) -> str:
         ]
         waiting = [f"{r.id} of {r.deployment} ({r.state})" for r in snap.unplaced]
         why = f"; replicas Serve has placed on no node: {', '.join(waiting)}" if waiting else ""
-        return f" Not settled after {timeout_s:.0f} s: {', '.join(unhealthy) or f'replicas still on {node_id[:12]}'}{why}."
+        return f" Not settled after {timeout_s:.0f} s: {', '.join(unhealthy) or 'replicas still on ' + ', '.join(n[:12] for n in _still_hosting(wave, snap))}{why}."
     if restarted:
         return (
             f" Restarted replica(s) {', '.join(restarted)}: on no node for over {STUCK_AFTER_S:.0f} s while a live node had room."
@@ -300,15 +347,17 @@ def _lost_nodes(expected: set[str], snap: Snapshot) -> str:
     )
 
 
-def _cannot_move(node_id: str, snap: Snapshot) -> str:
-    """Why the node's replicas would not fit elsewhere right now, or ''."""
-    if node_id not in {n.id for n in snap.nodes}:
-        return f"node {node_id} is gone"
-    room = {n.id: dict(n.available) for n in snap.nodes if n.id != node_id and not n.draining}
-    for replica in sorted(snap.replicas_on(node_id), key=lambda r: -sum(r.resources.values())):
+def _cannot_move(nodes: list[str], snap: Snapshot) -> str:
+    """Why these nodes' replicas would not all fit on the nodes that stay right now, or ''."""
+    gone = [n for n in nodes if n not in {node.id for node in snap.nodes}]
+    if gone:
+        return f"node {gone[0]} is gone"
+    room = {n.id: dict(n.available) for n in snap.nodes if n.id not in nodes and not n.draining}
+    leaving = [r for node_id in nodes for r in snap.replicas_on(node_id)]
+    for replica in sorted(leaving, key=lambda r: -sum(r.resources.values())):
         options = [n for n in room if fits(room[n], replica.resources) and label_match(snap.node(n), replica.label_selector)]
         if not options:
-            return f"replica {replica.id} of {replica.deployment} no longer fits anywhere but {node_id}; plan again"
+            return f"replica {replica.id} of {replica.deployment} no longer fits on the nodes that stay; plan again"
         best = min(options, key=lambda n: sum(room[n].get(k, 0.0) - v for k, v in replica.resources.items()))
         for k, v in replica.resources.items():
             room[best][k] = room[best].get(k, 0.0) - v

@@ -137,7 +137,7 @@ def plan(
         for priority in _priorities(model):
             packed = _keep_and_pack(model, priority, max(bound - len(model.pinned), 0))
             if _rank(model, packed) < _rank(model, layout):
-                layout = packed
+                layout, method = packed, "pack"
     if model.movable and _score(model, layout) > target + EPSILON:
         if len(model.workers) <= exact_limit:
             exact = _exact(model, max_moves, max(deadline - time.perf_counter(), 0.1))

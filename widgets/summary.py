@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from html import escape
 
+from servelab.serving.budget import saving_per_move
 from servelab.serving.executor import CompactionReport, LatencyStats
 from servelab.serving.planner import Plan
 from servelab.serving.snapshot import Snapshot, format_resources
@@ -87,7 +88,7 @@ def plan_text(plan: Plan) -> str:
         f"Plan ({plan.objective}, {plan.method}{', optimal' if plan.optimal else ''}): "
         f"{plan.nodes_before} -> {plan.nodes_after} node(s) in use (lower bound {plan.lower_bound}), "
         f"frees {len(plan.nodes_to_free)} node(s), {format_resources(_shown(plan.freed_resources)) or 'nothing'}, "
-        f"${plan.freed_cost_per_hour:.2f}/h, {len(plan.moves)} move(s)"
+        f"${plan.freed_cost_per_hour:.2f}/h, {len(plan.moves)} move(s) ({_per_move(plan)})"
     ]
     lines += [f"  move {m.app}/{m.deployment} {m.replica[:8]}: {m.source[:8]} -> {m.target[:8]}" for m in plan.moves]
     lines += [f"  {node[:8]} stays: {reason}" for node, reason in plan.blocked.items()]
@@ -101,7 +102,7 @@ def plan_html(plan: Plan) -> str:
         f"<div><b>Plan</b> ({escape(plan.objective)}, {escape(plan.method)}{', optimal' if plan.optimal else ''}): "
         f"{plan.nodes_before} &rarr; {plan.nodes_after} node(s) in use (lower bound {plan.lower_bound}); "
         f"frees <b>{len(plan.nodes_to_free)}</b> node(s): {escape(format_resources(_shown(plan.freed_resources)) or 'nothing')}, "
-        f"<b>${plan.freed_cost_per_hour:.2f}/h</b>"
+        f"<b>${plan.freed_cost_per_hour:.2f}/h</b> for {len(plan.moves)} move(s) ({escape(_per_move(plan))})"
         + (_table(["deployment", "replica", "from", "to"], moves) if moves else "<br><i>no moves</i>")
         + (_table(["node that stays", "why"], stays) if stays else "")
         + "</div>"
@@ -114,7 +115,7 @@ def report_text(report: CompactionReport) -> str:
     state = f"stopped: {report.reason}" if report.stopped else "done"
     lines = [
         f"Compaction {state}: freed {len(report.nodes_freed)} node(s), moved {report.replicas_moved} replica(s) "
-        f"in {report.seconds:.1f} s, ${_freed_cost(report):.2f}/h saved"
+        f"({report.replicas_as_planned} as planned) in {report.seconds:.1f} s, ${_freed_cost(report):.2f}/h saved"
     ]
     for phase, stats in (("before", report.before), ("during", report.during)):
         if stats is not None:
@@ -130,10 +131,15 @@ def report_html(report: CompactionReport) -> str:
     rows = [[phase, *_stats_cells(stats)] for phase, stats in (("before", report.before), ("during", report.during)) if stats]
     return (
         f'<div><b style="color:{colour}">Compaction {state}</b>: freed <b>{len(report.nodes_freed)}</b> node(s), '
-        f"moved {report.replicas_moved} replica(s) in {report.seconds:.1f} s, <b>${_freed_cost(report):.2f}/h</b> saved"
+        f"moved {report.replicas_moved} replica(s) ({report.replicas_as_planned} as planned) in {report.seconds:.1f} s, "
+        f"<b>${_freed_cost(report):.2f}/h</b> saved"
         + (_table(["requests", "sent", "failed", "p50 ms", "p99 ms"], rows) if rows else "")
         + "</div>"
     )
+
+
+def _per_move(plan: Plan) -> str:
+    return f"${saving_per_move(plan):.2f}/h per move" if plan.moves else "no moves"
 
 
 def _freed_cost(report: CompactionReport) -> float:

@@ -60,6 +60,33 @@ def test_compaction_under_load_frees_the_planned_node_with_zero_failures(fragmen
     assert [e.kind for e in events] == ["planned", "draining", "migrated", "released", "done"]
 
 
+def test_two_nodes_drain_at_once_when_the_budget_allows(cluster: str) -> None:
+    reset(cluster)
+    for name in ("a", "b", "c"):  # each packs one node, then keeps one replica: three nodes, one would do
+        serving.deploy(name, Echo, replicas=4, gpus=0.5, init_args=(name,))
+    for name in ("a", "b", "c"):
+        serving.scale(name, 1)
+    serving.wait_healthy()
+    plan = serving.plan(serving.snapshot())
+    assert plan.nodes_before == 3 and plan.nodes_after == 1 and len(plan.nodes_to_free) == 2
+    events: list[serving.CompactionEvent] = []
+    probe = serving.LoadProbe([serving.url(name) for name in ("a", "b", "c")])
+    report = serving.compact(plan, budget=serving.Budget(max_draining=2), probe=probe, on_event=events.append)
+    assert not report.stopped, report.reason
+    assert sorted(report.nodes_freed) == sorted(plan.nodes_to_free) and report.replicas_moved == 2
+    assert [e.kind for e in events][:3] == ["planned", "draining", "draining"]  # one wave of two nodes
+    assert report.replicas_as_planned == 2  # the one node that stays is every move's target
+    assert report.failed_requests == 0
+    assert workers_in_use(serving.snapshot()) == 1
+
+
+def test_a_plan_not_worth_its_moves_is_not_run(fragmented: Snapshot) -> None:
+    report = serving.compact(budget=serving.Budget(min_saving_per_move=100.0))
+    assert report.nodes_freed == () and not report.dry_run
+    assert "not worth it" in report.reason and "min_saving_per_move=$100.000/h" in report.reason
+    assert serving.snapshot().fingerprint() == fragmented.fingerprint()
+
+
 def test_dry_run_changes_nothing_and_stale_plans_are_refused(fragmented: Snapshot) -> None:
     report = serving.compact(dry_run=True)
     assert report.dry_run and report.plan.nodes_to_free and report.nodes_freed == ()
