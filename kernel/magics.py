@@ -215,12 +215,15 @@ class ServelabMagics(Magics):
     @argument("--max-draining", type=int, default=1, metavar="N", help="nodes draining at once (default 1)")
     @argument("--max-migrating", type=int, metavar="N", help="replicas of one deployment migrating at once")
     @argument("--min-saving", type=float, default=0.01, metavar="USD", help="$/h to save per replica moved, or nothing runs")
+    @argument("--auto", choices=["on", "off", "status"], help="automatic compaction on the cluster, outliving this kernel")
+    @argument("--delay", type=float, default=300.0, metavar="S", help="with --auto on: seconds of stability before it acts")
     def compact(self, line: str) -> Any:
         """Migrate replicas onto fewer nodes with zero downtime and free the idle nodes.
 
         %compact --dry-run      the plan: before and after, moves, savings, a Compact button
         %compact [--objective nodes|cost] [--max-moves K] [--max-draining N] [--min-saving USD]
                                 run it, events as they happen, then the report
+        %compact --auto on [--delay S] [--max-draining N] [--min-saving USD]   |   --auto off   |   --auto status
         """
         from servelab import serving
         from servelab.widgets import CompactionPanel
@@ -228,6 +231,8 @@ class ServelabMagics(Magics):
 
         args = parse_argstring(self.compact, line)
         budget = serving.Budget(args.max_draining, args.max_migrating, args.min_saving)
+        if args.auto is not None:
+            return _auto(args.auto, args.delay, args.objective, budget)
         snap = serving.snapshot()
         keep = [_node_id(snap, prefix) for prefix in args.keep]
         plan = serving.plan(snap, objective=args.objective, max_moves=args.max_moves, keep=keep)
@@ -281,6 +286,25 @@ class ServelabMagics(Magics):
         if not isinstance(value, kind):
             raise UsageError(f"{name} is not a {kind.__name__} in this notebook; define it first")
         return value
+
+
+def _auto(switch: str, delay_s: float, objective: str, budget: Any) -> None:
+    from servelab import serving
+
+    if switch == "status":
+        status = serving.autocompact_status()
+    else:
+        status = serving.autocompact(switch == "on", delay_s=delay_s, objective=objective, budget=budget)
+    if status is None:
+        print("automatic compaction is off")
+        return
+    print(
+        f"automatic compaction {status.state}: acts after {status.policy['delay_s']:g} s of stability "
+        f"(stable for {status.stable_for_s:.0f} s), {status.compactions} compaction(s), {status.nodes_freed} node(s) freed"
+        + (f"; last: {status.last_reason}" if status.last_reason else "")
+    )
+    for event in status.events[-5:]:
+        print(f"  {event['kind']:9} {event['message']}")
 
 
 def _print_event(event: Any) -> None:

@@ -9,6 +9,7 @@
 >>> serving.compact()
 """
 
+from servelab.serving.autocompact import AutoPolicy, AutoStatus, autocompact, autocompact_status
 from servelab.serving.budget import Budget
 from servelab.serving.cluster import add_node, connect, down, remove_node, up
 from servelab.serving.context import NodeType
@@ -35,6 +36,8 @@ from servelab.serving.reader import snapshot
 from servelab.serving.snapshot import DeploymentInfo, Node, Replica, Snapshot
 
 __all__ = [
+    "AutoPolicy",
+    "AutoStatus",
     "Budget",
     "ClusterRecord",
     "CompactionEvent",
@@ -54,6 +57,8 @@ __all__ = [
     "WeightLoad",
     "add_node",
     "all_healthy",
+    "autocompact",
+    "autocompact_status",
     "compact",
     "connect",
     "delete",

@@ -347,6 +347,54 @@ def deployment_handle(name: str, app: str) -> Any:
     return serve.get_deployment_handle(name, app_name=app)
 
 
+# --- servelab's own actors -----------------------------------------------------------------------
+
+
+def start_on_head(cls: type, name: str, *args: Any) -> Any:
+    """Start ``cls`` as a detached actor named ``name`` on the head node (compaction never drains it).
+
+    It needs no CPU, so it never keeps a replica from a node, and it outlives the process that started it.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    head = next(n.id for n in nodes() if n.head and n.alive)
+    return (
+        ray.remote(cls)
+        .options(
+            name=name,
+            namespace=KV_NAMESPACE,
+            lifetime="detached",
+            num_cpus=0,
+            max_concurrency=2,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=False),
+        )
+        .remote(*args)
+    )
+
+
+def named_actor(name: str) -> Any | None:
+    """servelab's actor called ``name``, or None when none runs."""
+    import ray
+
+    try:
+        return ray.get_actor(name, namespace=KV_NAMESPACE)
+    except ValueError:
+        return None
+
+
+def call(actor: Any, method: str, *args: Any) -> Any:
+    import ray
+
+    return ray.get(getattr(actor, method).remote(*args))
+
+
+def kill_actor(actor: Any) -> None:
+    import ray
+
+    ray.kill(actor, no_restart=True)
+
+
 # --- what replicas report about themselves ------------------------------------------------------
 
 

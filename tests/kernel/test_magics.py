@@ -101,6 +101,8 @@ def test_up_deploy_query_and_status(shell: InteractiveShell, weights: Path, caps
         ("undeploy", "ghost", "no deployment named 'ghost'"),
         ("compact", "--objective speed", "argument --objective: invalid choice: 'speed'"),
         ("compact", "--bogus", "unrecognized arguments: --bogus"),
+        ("compact", "--max-draining 0", "max_draining=0 must be a positive integer"),
+        ("compact", "--auto on --delay -5", "delay_s=-5.0 must be >= 0"),
         ("servelab", "launch", "argument action: invalid choice: 'launch'"),
         ("servelab", "up", "a cluster is already up at"),
         ("stream", "http://127.0.0.1:9/none.safetensors", "none.safetensors"),
@@ -197,6 +199,19 @@ def test_compact_magic_reports_and_prints_events(shell: InteractiveShell, capsys
     assert isinstance(report, serving.CompactionReport) and report.nodes_freed == ()  # already compact
     assert "nothing to free" in capsys.readouterr().out
     assert "Compaction done" in shell.display_formatter.format(report)[0]["text/plain"]
+
+
+def test_automatic_compaction_turns_on_reports_and_turns_off(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    line(shell, "compact", "--auto on --delay 600 --max-draining 2")
+    out = capsys.readouterr().out
+    assert "automatic compaction waiting: acts after 600 s of stability" in out
+    assert serving.autocompact_status() is not None
+    assert serving.autocompact_status().policy["budget"]["max_draining"] == 2
+    line(shell, "compact", "--auto status")
+    assert "0 compaction(s)" in capsys.readouterr().out
+    line(shell, "compact", "--auto off")
+    assert "automatic compaction is off" in capsys.readouterr().out
+    assert serving.autocompact_status() is None
 
 
 def test_stream_into_a_variable_and_dry_run(shell: InteractiveShell, weights: Path) -> None:

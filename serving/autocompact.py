@@ -1,0 +1,157 @@
+"""Automatic compaction: a policy that runs in a detached actor on the cluster, so it outlives the notebook.
+
+It waits until the cluster has been stable (every deployment healthy, nothing draining, the same
+placement) for ``delay_s``, plans, and compacts within the budget when the plan is worth it, as
+Anyscale's platform does by default. The actor lives on the head node, which compaction never
+drains. Freed nodes are released where servelab owns them: on the embedded cluster a drained, idle
+raylet leaves by itself; on a real cluster the autoscaler reclaims them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from servelab.errors import CompactionError
+from servelab.serving import context, ray_adapter
+from servelab.serving.budget import Budget, not_worth_it
+from servelab.serving.context import Session
+from servelab.serving.executor import CompactionEvent, compact
+from servelab.serving.planner import plan
+from servelab.serving.reader import snapshot
+
+ACTOR_NAME = "servelab-autocompact"
+KEPT_EVENTS = 200
+
+
+@dataclass(frozen=True)
+class AutoPolicy:
+    """When automatic compaction acts, and how much it may disrupt."""
+
+    delay_s: float = 300.0  # the cluster must be stable this long before a plan is made
+    interval_s: float = 5.0  # how often the cluster is looked at
+    objective: str = "nodes"
+    budget: Budget = field(default_factory=Budget)
+
+    def __post_init__(self) -> None:
+        if self.delay_s < 0 or self.interval_s <= 0:
+            raise CompactionError(f"delay_s={self.delay_s!r} must be >= 0 and interval_s={self.interval_s!r} > 0 (seconds).")
+        if self.objective not in ("nodes", "cost"):
+            raise CompactionError(f"objective={self.objective!r}: use 'nodes' or 'cost'.")
+
+
+@dataclass(frozen=True)
+class AutoStatus:
+    """What the automatic compactor is doing: its policy, state, the compactions it ran and their events."""
+
+    policy: dict[str, Any]
+    state: str  # waiting | compacting | stopped
+    stable_for_s: float
+    compactions: int
+    nodes_freed: int
+    last_reason: str
+    events: tuple[dict[str, Any], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class AutoCompactor:
+    """The actor's body: a loop on a thread, so ``status()`` answers while a compaction runs."""
+
+    def __init__(self, policy: AutoPolicy, node_types: dict[str, Any]) -> None:
+        context.set_session(Session("(inside the cluster)", None, node_types))
+        self._policy = policy
+        self._state = "waiting"
+        self._stable_since: float | None = None
+        self._compactions = 0
+        self._freed = 0
+        self._last_reason = ""
+        self._events: deque[dict[str, Any]] = deque(maxlen=KEPT_EVENTS)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="servelab-autocompact", daemon=True)
+        self._thread.start()
+
+    def status(self) -> AutoStatus:
+        stable = 0.0 if self._stable_since is None else time.time() - self._stable_since
+        return AutoStatus(
+            asdict(self._policy), self._state, stable, self._compactions, self._freed, self._last_reason, tuple(self._events)
+        )
+
+    def stop(self, timeout_s: float = 600.0) -> AutoStatus:
+        """Stop after the compaction under way (a drain cannot be undone half-way); returns the last status."""
+        self._stop.set()
+        self._thread.join(timeout_s)
+        self._state = "stopped"
+        return self.status()
+
+    def _loop(self) -> None:
+        seen = ""
+        while not self._stop.wait(self._policy.interval_s):
+            try:
+                snap = snapshot()
+                if not snap.all_healthy() or any(n.draining for n in snap.nodes) or snap.fingerprint() != seen:
+                    seen, self._stable_since = snap.fingerprint(), None
+                    continue
+                self._stable_since = self._stable_since or time.time()
+                if time.time() - self._stable_since < self._policy.delay_s:
+                    continue
+                proposal = plan(snap, objective="cost" if self._policy.objective == "cost" else "nodes")
+                self._stable_since = time.time()  # look again only after another quiet delay
+                if not proposal.nodes_to_free or not_worth_it(proposal, self._policy.budget):
+                    self._last_reason = not_worth_it(proposal, self._policy.budget) or "nothing to free"
+                    continue
+                self._state = "compacting"
+                report = compact(proposal, budget=self._policy.budget, on_event=self._record)
+                self._compactions += 1
+                self._freed += len(report.nodes_freed)
+                self._last_reason = report.reason
+            except Exception as exc:  # one bad look must not end the policy; it says why and tries again
+                self._last_reason = f"{type(exc).__name__}: {exc}"
+                self._stable_since = None
+            finally:
+                self._state = "stopped" if self._stop.is_set() else "waiting"
+
+    def _record(self, event: CompactionEvent) -> None:
+        self._events.append({**event.to_dict(), "at": time.time()})
+
+
+def autocompact(
+    on: bool = True,
+    *,
+    delay_s: float = 300.0,
+    interval_s: float = 5.0,
+    objective: str = "nodes",
+    budget: Budget | None = None,
+) -> AutoStatus | None:
+    """Turn automatic compaction on (or, with ``on=False``, off) for the cluster this process works on.
+
+    The policy runs in a detached actor on the cluster's head node, so it keeps running after this
+    notebook closes; calling again replaces the policy. Returns its status (None once off).
+
+    >>> autocompact(delay_s=120, budget=Budget(max_draining=2))
+    >>> autocompact(False)
+    """
+    context.current()
+    policy = AutoPolicy(delay_s, interval_s, objective, budget or Budget())  # refused before anything changes
+    previous = ray_adapter.named_actor(ACTOR_NAME)
+    if previous is not None:
+        ray_adapter.call(previous, "stop")
+        ray_adapter.kill_actor(previous)
+    if not on:
+        return None
+    actor = ray_adapter.start_on_head(AutoCompactor, ACTOR_NAME, policy, context.current().node_types)
+    return ray_adapter.call(actor, "status")
+
+
+def autocompact_status() -> AutoStatus | None:
+    """The automatic compactor's status, or None when it is off.
+
+    >>> autocompact_status().events[-1]["message"]
+    """
+    context.current()
+    actor = ray_adapter.named_actor(ACTOR_NAME)
+    return None if actor is None else ray_adapter.call(actor, "status")

@@ -1,0 +1,44 @@
+"""Automatic compaction in a detached actor on the real embedded cluster: it waits, compacts, stops cleanly."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from servelab import serving
+from servelab.errors import CompactionError
+from servelab.serving import Snapshot, ray_adapter
+from servelab.serving.autocompact import ACTOR_NAME
+
+pytestmark = pytest.mark.slow
+
+
+def workers_in_use(snapshot: Snapshot) -> int:
+    return sum(1 for n in snapshot.nodes if not n.head and snapshot.replicas_on(n.id))
+
+
+def test_the_policy_compacts_a_stable_cluster_by_itself_then_stops(fragmented: Snapshot) -> None:
+    assert workers_in_use(fragmented) == 2
+    try:
+        status = serving.autocompact(delay_s=3, interval_s=1)
+        assert status is not None and status.state == "waiting" and status.policy["delay_s"] == 3
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and workers_in_use(serving.snapshot()) > 1:
+            time.sleep(1)
+        serving.wait_healthy()
+        assert workers_in_use(serving.snapshot()) == 1
+        status = serving.autocompact_status()
+        assert status is not None and status.compactions >= 1 and status.nodes_freed == 1, status
+        kinds = [e["kind"] for e in status.events]
+        assert kinds[:2] == ["planned", "draining"] and "done" in kinds
+        assert {(d.name, d.running_replicas) for d in serving.deployments()} == {("a", 2), ("b", 2)}
+    finally:
+        assert serving.autocompact(False) is None
+    assert serving.autocompact_status() is None and ray_adapter.named_actor(ACTOR_NAME) is None
+
+
+def test_a_bad_policy_is_refused_and_nothing_starts(cluster: str) -> None:
+    with pytest.raises(CompactionError, match="objective='speed'"):
+        serving.autocompact(objective="speed")
+    assert serving.autocompact_status() is None
