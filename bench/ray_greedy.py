@@ -18,10 +18,10 @@ from __future__ import annotations
 import numpy as np
 
 from servelab.serving.fragmentation import nodes_in_use
-from servelab.serving.placement import EPSILON, label_match
+from servelab.serving.placement import EPSILON, SERVE_ORDER, label_match
 from servelab.serving.snapshot import Node, Replica, Snapshot
 
-ORDER = ["GPU", "CPU", "memory"]  # Ray's priority when comparing resource amounts
+ORDER = list(SERVE_ORDER)  # Ray's priority when comparing resource amounts
 
 
 def _key_columns(resources: list[str]) -> list[int]:

@@ -295,8 +295,9 @@ def _auto(switch: str, delay_s: float, objective: str, budget: Any) -> None:
         status = serving.autocompact_status()
     else:
         status = serving.autocompact(switch == "on", delay_s=delay_s, objective=objective, budget=budget)
-    if status is None:
-        print("automatic compaction is off")
+    if status is None or switch == "off":
+        done = f": it ran {status.compactions} compaction(s) and freed {status.nodes_freed} node(s)" if status else ""
+        print(f"automatic compaction is off{done}")
         return
     print(
         f"automatic compaction {status.state}: acts after {status.policy['delay_s']:g} s of stability "

@@ -52,6 +52,8 @@ class AutoStatus:
     stable_for_s: float
     compactions: int
     nodes_freed: int
+    replicas_moved: int
+    replicas_as_planned: int
     last_reason: str
     events: tuple[dict[str, Any], ...]
 
@@ -68,7 +70,7 @@ class AutoCompactor:
         self._state = "waiting"
         self._stable_since: float | None = None
         self._compactions = 0
-        self._freed = 0
+        self._freed = self._moved = self._as_planned = 0
         self._last_reason = ""
         self._events: deque[dict[str, Any]] = deque(maxlen=KEPT_EVENTS)
         self._stop = threading.Event()
@@ -78,7 +80,15 @@ class AutoCompactor:
     def status(self) -> AutoStatus:
         stable = 0.0 if self._stable_since is None else time.time() - self._stable_since
         return AutoStatus(
-            asdict(self._policy), self._state, stable, self._compactions, self._freed, self._last_reason, tuple(self._events)
+            asdict(self._policy),
+            self._state,
+            stable,
+            self._compactions,
+            self._freed,
+            self._moved,
+            self._as_planned,
+            self._last_reason,
+            tuple(self._events),
         )
 
     def stop(self, timeout_s: float = 600.0) -> AutoStatus:
@@ -93,10 +103,11 @@ class AutoCompactor:
         while not self._stop.wait(self._policy.interval_s):
             try:
                 snap = snapshot()
-                if not snap.all_healthy() or any(n.draining for n in snap.nodes) or snap.fingerprint() != seen:
-                    seen, self._stable_since = snap.fingerprint(), None
+                if not snap.all_healthy() or any(n.draining for n in snap.nodes):
+                    seen, self._stable_since = "", None
                     continue
-                self._stable_since = self._stable_since or time.time()
+                if snap.fingerprint() != seen or self._stable_since is None:  # settled in a new placement: the delay starts now
+                    seen, self._stable_since = snap.fingerprint(), time.time()
                 if time.time() - self._stable_since < self._policy.delay_s:
                     continue
                 proposal = plan(snap, objective="cost" if self._policy.objective == "cost" else "nodes")
@@ -108,6 +119,8 @@ class AutoCompactor:
                 report = compact(proposal, budget=self._policy.budget, on_event=self._record)
                 self._compactions += 1
                 self._freed += len(report.nodes_freed)
+                self._moved += report.replicas_moved
+                self._as_planned += report.replicas_as_planned
                 self._last_reason = report.reason
             except Exception as exc:  # one bad look must not end the policy; it says why and tries again
                 self._last_reason = f"{type(exc).__name__}: {exc}"
@@ -130,7 +143,8 @@ def autocompact(
     """Turn automatic compaction on (or, with ``on=False``, off) for the cluster this process works on.
 
     The policy runs in a detached actor on the cluster's head node, so it keeps running after this
-    notebook closes; calling again replaces the policy. Returns its status (None once off).
+    notebook closes; calling again replaces the policy. Returns its status: the new policy's, or with
+    ``on=False`` the last one of the policy it stopped (None when none ran).
 
     >>> autocompact(delay_s=120, budget=Budget(max_draining=2))
     >>> autocompact(False)
@@ -138,11 +152,12 @@ def autocompact(
     context.current()
     policy = AutoPolicy(delay_s, interval_s, objective, budget or Budget())  # refused before anything changes
     previous = ray_adapter.named_actor(ACTOR_NAME)
+    last = None
     if previous is not None:
-        ray_adapter.call(previous, "stop")
+        last = ray_adapter.call(previous, "stop")
         ray_adapter.kill_actor(previous)
     if not on:
-        return None
+        return last
     actor = ray_adapter.start_on_head(AutoCompactor, ACTOR_NAME, policy, context.current().node_types)
     return ray_adapter.call(actor, "status")
 

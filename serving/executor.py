@@ -26,6 +26,7 @@ from servelab.serving.planner import Plan
 from servelab.serving.planner import plan as make_plan
 from servelab.serving.reader import DRAIN_RECORD, snapshot
 from servelab.serving.snapshot import Snapshot
+from servelab.serving.steering import as_serve_places
 
 POLL_S = 0.5
 STUCK_AFTER_S = 30.0
@@ -163,6 +164,7 @@ def compact(
     busy = "" if dry_run else _busy_elsewhere(snap)
     if busy:
         raise CompactionError(busy)
+    plan = as_serve_places(snap, plan, budget.max_draining)  # the order and targets Serve will keep to
     events: list[CompactionEvent] = []
     total = len(plan.nodes_to_free)
 
@@ -233,7 +235,8 @@ def compact(
             remaining = [n for n in remaining if n not in wave]
             if remaining and _cannot_move(remaining, snap):
                 # Serve chose other targets than planned and the rest no longer fits: plan what remains again.
-                current = make_plan(snap, objective="cost" if plan.objective == "cost" else "nodes")
+                fresh = make_plan(snap, objective="cost" if plan.objective == "cost" else "nodes")
+                current = as_serve_places(snap, fresh, budget.max_draining)
                 remaining = list(current.nodes_to_free)
                 total = len(freed) + len(remaining)
                 emit(

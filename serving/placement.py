@@ -12,6 +12,16 @@ def fits(free: dict[str, float], need: dict[str, float]) -> bool:
     return all(free.get(name, 0.0) + EPSILON >= amount for name, amount in need.items() if amount > 0)
 
 
+SERVE_ORDER = ("GPU", "CPU", "memory")  # how Ray Serve compares what a node has left: GPU first
+
+
+def leftover_key(free: dict[str, float], need: dict[str, float]) -> tuple[float, ...]:
+    """What a node would have left after taking ``need``, as Ray Serve's pack scheduler compares it
+    (``_best_fit_node``: GPU, then CPU, then memory, then other resources by name; smallest wins)."""
+    names = [*SERVE_ORDER, *sorted(set(free) - set(SERVE_ORDER))]
+    return tuple(free.get(name, 0.0) - need.get(name, 0.0) for name in names)
+
+
 def label_match(node: Node, selector: dict[str, str]) -> bool:
     """Whether ``node`` carries every label of a replica's label selector."""
     return all(node.labels.get(key) == value for key, value in selector.items())

@@ -34,7 +34,9 @@ def test_the_policy_compacts_a_stable_cluster_by_itself_then_stops(fragmented: S
         assert kinds[:2] == ["planned", "draining"] and "done" in kinds
         assert {(d.name, d.running_replicas) for d in serving.deployments()} == {("a", 2), ("b", 2)}
     finally:
-        assert serving.autocompact(False) is None
+        last = serving.autocompact(False)
+    assert last is not None and last.state == "stopped" and last.nodes_freed == 1
+    assert serving.autocompact(False) is None  # none runs any more
     assert serving.autocompact_status() is None and ray_adapter.named_actor(ACTOR_NAME) is None
 
 
