@@ -9,6 +9,7 @@ that saves less than ``min_saving_per_move`` per hour for each replica it moves 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -59,8 +60,8 @@ def not_worth_it(plan: Plan, budget: Budget) -> str:
     )
 
 
-def waves(plan: Plan, placement: dict[str, list[Replica]], budget: Budget) -> list[list[str]]:
-    """The plan's nodes grouped into waves that drain together, in plan order, within the budget.
+def waves(nodes: Sequence[str], placement: dict[str, list[Replica]], budget: Budget) -> list[list[str]]:
+    """``nodes`` (to free, in order) grouped into waves that drain together, within the budget.
 
     ``placement`` maps each node to the replicas on it now. A node whose own replicas of one
     deployment exceed ``max_migrating`` drains alone (Serve migrates a node's replicas together).
@@ -68,7 +69,7 @@ def waves(plan: Plan, placement: dict[str, list[Replica]], budget: Budget) -> li
     result: list[list[str]] = []
     wave: list[str] = []
     migrating: Counter[tuple[str, str]] = Counter()
-    for node in plan.nodes_to_free:
+    for node in nodes:
         mine = Counter(r.key for r in placement.get(node, []))
         over = budget.max_migrating is not None and any(
             migrating[key] + count > budget.max_migrating for key, count in mine.items()

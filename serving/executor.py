@@ -192,7 +192,7 @@ def compact(
     try:
         remaining = list(current.nodes_to_free)
         while remaining and not reason:
-            wave = waves(current, {n: snap.replicas_on(n) for n in remaining}, budget)[0]
+            wave = waves(remaining, {n: snap.replicas_on(n) for n in remaining}, budget)[0]
             reason = _lost_nodes(expected, snap) or _busy_elsewhere(snap) or _cannot_move(wave, snap)
             if reason:
                 break

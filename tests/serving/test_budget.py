@@ -35,16 +35,17 @@ PLACEMENT = {
 
 
 def test_waves_drain_up_to_max_draining_nodes_at_once_in_plan_order() -> None:
-    assert waves(PLAN, PLACEMENT, Budget(max_draining=1)) == [["n1"], ["n2"], ["n3"]]
-    assert waves(PLAN, PLACEMENT, Budget(max_draining=2)) == [["n1", "n2"], ["n3"]]
-    assert waves(PLAN, PLACEMENT, Budget(max_draining=5)) == [["n1", "n2", "n3"]]
+    assert waves(PLAN.nodes_to_free, PLACEMENT, Budget(max_draining=1)) == [["n1"], ["n2"], ["n3"]]
+    assert waves(PLAN.nodes_to_free, PLACEMENT, Budget(max_draining=2)) == [["n1", "n2"], ["n3"]]
+    assert waves(PLAN.nodes_to_free, PLACEMENT, Budget(max_draining=5)) == [["n1", "n2", "n3"]]
+    assert waves(["n2", "n3"], PLACEMENT, Budget(max_draining=1)) == [["n2"], ["n3"]]  # what remains after a wave
 
 
 def test_waves_keep_each_deployments_migrating_replicas_within_the_budget() -> None:
     # a has one replica on n1 and one on n2: with max_migrating=1 they never migrate together;
     # n3 holds two of b, over the budget on its own, so it drains alone (Serve moves a node's replicas together).
-    assert waves(PLAN, PLACEMENT, Budget(max_draining=5, max_migrating=1)) == [["n1"], ["n2"], ["n3"]]
-    assert waves(PLAN, PLACEMENT, Budget(max_draining=5, max_migrating=2)) == [["n1", "n2", "n3"]]
+    assert waves(PLAN.nodes_to_free, PLACEMENT, Budget(max_draining=5, max_migrating=1)) == [["n1"], ["n2"], ["n3"]]
+    assert waves(PLAN.nodes_to_free, PLACEMENT, Budget(max_draining=5, max_migrating=2)) == [["n1", "n2", "n3"]]
 
 
 def test_a_plan_saving_too_little_per_move_is_not_worth_running() -> None:

@@ -60,7 +60,8 @@ def test_compaction_under_load_frees_the_planned_node_with_zero_failures(fragmen
     assert [e.kind for e in events] == ["planned", "draining", "migrated", "released", "done"]
 
 
-def test_two_nodes_drain_at_once_when_the_budget_allows(cluster: str) -> None:
+@pytest.mark.parametrize("max_draining", [1, 2])
+def test_two_nodes_are_freed_one_wave_at_a_time_or_together(cluster: str, max_draining: int) -> None:
     reset(cluster)
     for name in ("a", "b", "c"):  # each packs one node, then keeps one replica: three nodes, one would do
         serving.deploy(name, Echo, replicas=4, gpus=0.5, init_args=(name,))
@@ -71,11 +72,17 @@ def test_two_nodes_drain_at_once_when_the_budget_allows(cluster: str) -> None:
     assert plan.nodes_before == 3 and plan.nodes_after == 1 and len(plan.nodes_to_free) == 2
     events: list[serving.CompactionEvent] = []
     probe = serving.LoadProbe([serving.url(name) for name in ("a", "b", "c")])
-    report = serving.compact(plan, budget=serving.Budget(max_draining=2), probe=probe, on_event=events.append)
+    report = serving.compact(plan, budget=serving.Budget(max_draining=max_draining), probe=probe, on_event=events.append)
     assert not report.stopped, report.reason
-    assert sorted(report.nodes_freed) == sorted(plan.nodes_to_free) and report.replicas_moved == 2
-    assert [e.kind for e in events][:3] == ["planned", "draining", "draining"]  # one wave of two nodes
-    assert report.replicas_as_planned == 2  # the one node that stays is every move's target
+    assert len(report.nodes_freed) == 2
+    drains = [e.kind for e in events if e.kind in ("draining", "released")]
+    if max_draining == 2:  # one wave: Serve can only choose the node that stays, as planned
+        assert sorted(report.nodes_freed) == sorted(plan.nodes_to_free)
+        assert drains == ["draining", "draining", "released", "released"]
+        assert report.replicas_moved == 2 and report.replicas_as_planned == 2
+    else:  # two waves; Serve may start the first replacement on the second node (a tie), which then moves again
+        assert drains == ["draining", "released", "draining", "released"]
+        assert report.replicas_moved in (2, 3)
     assert report.failed_requests == 0
     assert workers_in_use(serving.snapshot()) == 1
 
