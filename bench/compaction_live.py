@@ -125,7 +125,7 @@ def measure(mode: str, seed: int, delay_s: float) -> Run:
             remove_idle_nodes()
         else:
             if mode == "auto":
-                serving.autocompact(delay_s=delay_s, interval_s=1, budget=serving.Budget(max_draining=2))
+                serving.autocompact(delay_s=delay_s, interval_s=1)  # the default budget: one node at a time
             seconds = wait_for_end(bound, started)
             if mode == "auto":
                 status = serving.autocompact(False)  # after the compaction under way: its counts are final
