@@ -39,7 +39,7 @@ WORKERS = 6
 NODE_TYPE = {"count": WORKERS, "cpus": 2, "gpus": 2, "cost_per_hour": 2.5}
 DEPLOYMENTS = {"d1": (1.0, 3), "d2": (1.0, 3), "d3": (0.5, 4), "d4": (0.5, 4)}  # GPUs per replica, replicas at peak
 MODES = ("ray", "compact 1", "compact 2", "auto")
-SETTLE_S = 30.0  # the end state: no change in nodes in use for this long (or the lower bound reached)
+SETTLE_S = 60.0  # the end state: no change in nodes in use for this long (or the lower bound reached)
 LIMIT_S = 300.0
 WARMUP_S, BEFORE_S = 3.0, 8.0
 
