@@ -122,6 +122,8 @@ def measure(mode: str, seed: int, delay_s: float) -> Run:
             report = serving.compact(budget=serving.Budget(max_draining=int(mode.split()[1])))
             seconds = time.monotonic() - started
             moved, as_planned = report.replicas_moved, report.replicas_as_planned
+            if report.stopped:
+                print(f"     {mode}, seed {seed}: stopped: {report.reason}", flush=True)
             remove_idle_nodes()
         else:
             if mode == "auto":
