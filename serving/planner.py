@@ -217,14 +217,10 @@ def _heuristic(model: _Model, max_moves: int | None) -> tuple[list[int], dict[in
         trial_counts = {k: v.copy() for k, v in counts.items()}
         for r in replicas:
             replica = model.movable[r]
-            ok = in_use & model.eligible[r] & np.all(trial_free + EPSILON >= model.need[r], axis=1)
-            if replica.max_replicas_per_node is not None:
-                ok &= trial_counts[replica.key] < replica.max_replicas_per_node
-            if not ok.any():
+            target = _best_fit(model, r, in_use, trial_free, trial_counts, weight)
+            if target is None:
                 reason = f"replica {replica.id} ({replica.app}/{replica.deployment}, needs {format_resources(replica.resources)}) fits on no node that stays"
                 break
-            leftover = np.where(ok, ((trial_free - model.need[r]) * weight).sum(axis=1), np.inf)
-            target = int(np.argmin(leftover))
             trial_free[target] -= model.need[r]
             trial_free[victim] += model.need[r]
             trial_counts[replica.key][target] += 1
@@ -241,6 +237,19 @@ def _heuristic(model: _Model, max_moves: int | None) -> tuple[list[int], dict[in
         on_node[victim] = []
         moves += len(placed)
     return layout, blocked
+
+
+def _best_fit(
+    model: _Model, r: int, allowed: np.ndarray, free: np.ndarray, counts: dict[tuple[str, str], np.ndarray], weight: np.ndarray
+) -> int | None:
+    """The allowed node where replica ``r`` fits with the least weighted room left over, or None."""
+    replica = model.movable[r]
+    ok = allowed & model.eligible[r] & np.all(free + EPSILON >= model.need[r], axis=1)
+    if replica.max_replicas_per_node is not None:
+        ok &= counts.setdefault(replica.key, np.zeros(len(model.nodes))) < replica.max_replicas_per_node
+    if not ok.any():
+        return None
+    return int(np.argmin(np.where(ok, ((free - model.need[r]) * weight).sum(axis=1), np.inf)))
 
 
 def _keep_and_pack(model: _Model, priority: np.ndarray, start: int) -> list[int]:
@@ -265,16 +274,12 @@ def _keep_and_pack(model: _Model, priority: np.ndarray, start: int) -> list[int]
         for r in by_size:
             if model.current[r] in kept:
                 continue
-            replica = model.movable[r]
-            ok = open_ & model.eligible[r] & np.all(free + EPSILON >= model.need[r], axis=1)
-            if replica.max_replicas_per_node is not None:
-                ok &= counts.setdefault(replica.key, np.zeros(len(model.nodes))) < replica.max_replicas_per_node
-            if not ok.any():
+            target = _best_fit(model, r, open_, free, counts, weight)
+            if target is None:
                 failed = r
                 break
-            target = int(np.argmin(np.where(ok, ((free - model.need[r]) * weight).sum(axis=1), np.inf)))
             free[target] -= model.need[r]
-            counts.setdefault(replica.key, np.zeros(len(model.nodes)))[target] += 1
+            counts.setdefault(model.movable[r].key, np.zeros(len(model.nodes)))[target] += 1
             layout[r] = target
         if failed is None:
             return layout
