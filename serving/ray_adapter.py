@@ -18,6 +18,7 @@ from servelab.serving.snapshot import DeploymentInfo, Replica
 
 HEAD_MARKER = "node:__internal_head__"
 KEPT_RESOURCES = ("CPU", "GPU", "memory")
+LLM_SERVER = "LLMServer:"  # Ray Serve LLM names a model's server deployment "LLMServer:<model id>"
 KV_NAMESPACE = "servelab"
 COMPACTION_DELAY = "RAY_SERVE_NODE_COMPACTION_DELAY_S"
 
@@ -208,11 +209,13 @@ def drain_node(node_id: str, message: str) -> tuple[bool, str]:
 
 
 def schedulable(raw: dict[str, float]) -> dict[str, float]:
-    """Schedulable resources only: drop Ray's per-node markers, accelerator types and the object store."""
+    """Schedulable resources only: drop Ray's per-node markers, accelerator types, the object store and
+    the per-placement-group resources Ray derives from reserved bundles (``CPU_group_<id>``)."""
     return {
         k: float(v)
         for k, v in raw.items()
-        if k in KEPT_RESOURCES or not (k.startswith(("node:", "accelerator_type:")) or k == "object_store_memory")
+        if k in KEPT_RESOURCES
+        or not (k.startswith(("node:", "accelerator_type:")) or k == "object_store_memory" or "_group_" in k)
     }
 
 
@@ -249,17 +252,37 @@ def serve_state() -> ServeState:
     from ray.serve.context import _get_global_client
 
     client = _get_global_client(raise_if_no_controller_running=False)
-    return parse_serve_details({} if client is None else client.get_serve_details())
+    if client is None:
+        return parse_serve_details({})
+    return parse_serve_details(client.get_serve_details(), placement_groups())
 
 
-def parse_serve_details(details: dict[str, Any]) -> ServeState:
-    """Serve's instance details (``get_serve_details()``, ``GET /api/serve/applications/``) as plain data."""
+def placement_groups() -> dict[str, dict[str, float]]:
+    """What each named placement group holds, summed over its bundles (Serve names a replica's group after its actor)."""
+    from ray.util import placement_group_table
+
+    held: dict[str, dict[str, float]] = {}
+    for group in placement_group_table().values():
+        if group.get("name") and group.get("state") != "REMOVED":
+            total = held.setdefault(group["name"], {})
+            for bundle in (group.get("bundles") or {}).values():
+                for resource, amount in bundle.items():
+                    total[resource] = total.get(resource, 0.0) + float(amount)
+    return held
+
+
+def parse_serve_details(details: dict[str, Any], groups: dict[str, dict[str, float]] | None = None) -> ServeState:
+    """Serve's instance details (``get_serve_details()``, ``GET /api/serve/applications/``) as plain data.
+
+    A replica that runs in a placement group of its own (``groups``, by actor name: LLM servers) holds
+    what its bundles hold, which can be more than its actor options say.
+    """
+    groups = groups or {}
     deployments, replicas = [], []
     for app, app_details in (details.get("applications") or {}).items():
         for name, raw in (app_details.get("deployments") or {}).items():
             config = raw.get("deployment_config") or {}
             options = config.get("ray_actor_options") or {}
-            resources = actor_resources(options)
             selector = {str(k): str(v) for k, v in (options.get("label_selector") or {}).items()}
             mine = [
                 Replica(
@@ -267,7 +290,7 @@ def parse_serve_details(details: dict[str, Any]) -> ServeState:
                     deployment=name,
                     app=app,
                     node_id=replica.get("node_id") or None,
-                    resources=resources,
+                    resources=groups.get(replica.get("actor_name") or "", actor_resources(options)),
                     state=_enum(replica.get("state")),
                     label_selector=selector,
                     max_replicas_per_node=config.get("max_replicas_per_node"),
@@ -286,7 +309,7 @@ def parse_serve_details(details: dict[str, Any]) -> ServeState:
                     target_replicas=int(raw.get("target_num_replicas", config.get("num_replicas") or 0)),
                     running_replicas=sum(1 for r in mine if r.state == "RUNNING"),
                     replicas=len(mine),
-                    resources=resources,
+                    resources=mine[0].resources if mine else actor_resources(options),
                     route_prefix=app_details.get("route_prefix"),
                     autoscaling=bool(config.get("autoscaling_config")),
                 )
@@ -320,8 +343,43 @@ def run_app(
     """Deploy ``target`` as application ``app`` and return at once; replicas start in the background."""
     from ray import serve
 
-    application = serve.deployment(target, name=name, **options).bind(*args, **kwargs)
+    run_application(serve.deployment(target, name=name, **options).bind(*args, **kwargs), app, route_prefix)
+
+
+def run_application(application: Any, app: str, route_prefix: str | None) -> None:
+    """Deploy a built Serve application, scalable by ``set_target_replicas``; return at once."""
+    from ray import serve
+
     serve._run(application, name=app, route_prefix=route_prefix, _blocking=False, external_scaler_enabled=True)
+
+
+def llm_application(
+    *,
+    model_id: str,
+    model_dir: str,
+    engine_kwargs: dict[str, Any],
+    bundles: list[dict[str, float]],
+    accelerator: str,
+    deployment_config: dict[str, Any],
+    callback: tuple[str, dict[str, Any]],
+    env_vars: dict[str, str],
+) -> Any:
+    """Ray Serve LLM's OpenAI-compatible application for one model (``/v1/completions``, ``/v1/chat/completions``).
+
+    The router takes no CPU: on a small cluster a CPU-holding router would keep the server from scheduling.
+    """
+    from ray.serve.llm import LLMConfig, build_openai_app
+
+    config = LLMConfig(
+        model_loading_config={"model_id": model_id, "model_source": model_dir},
+        accelerator_config={"kind": accelerator},
+        placement_group_config={"bundles": bundles},
+        deployment_config=deployment_config,
+        engine_kwargs=engine_kwargs,
+        runtime_env={"env_vars": env_vars} if env_vars else None,
+        callback_config={"callback_class": callback[0], "callback_kwargs": callback[1]},
+    )
+    return build_openai_app({"llm_configs": [config], "ingress_deployment_config": {"ray_actor_options": {"num_cpus": 0}}})
 
 
 def delete_app(app: str) -> None:

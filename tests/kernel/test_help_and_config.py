@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
@@ -16,6 +17,18 @@ def test_help_lists_every_option() -> None:
     for option in ("--dry-run", "--objective", "--max-moves", "--keep", "--no-probe"):
         assert option in doc
     assert "--weights" in shell.find_cell_magic("deploy").__doc__
+    assert "%deploy llm NAME --model URI" in shell.find_line_magic("deploy").__doc__
+
+
+def test_deploy_as_a_line_without_llm_says_how_to_use_it(capsys: pytest.CaptureFixture[str]) -> None:
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "servelab")
+
+    assert shell.run_line_magic("deploy", "classifier --replicas 2") is None
+
+    err = capsys.readouterr().err
+    assert "servelab: %deploy as a line deploys an LLM: %deploy llm NAME --model URI" in err
+    assert "Traceback" not in err
 
 
 def test_defaults_come_from_config() -> None:

@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 
 from servelab.loader.format import DTYPES
 from servelab.testing import NginxServer, SeaweedS3Server
+from servelab.testing.llm import write_tiny_llama
 
 SOURCES = ["file", "http", "s3", "memory"]
 
@@ -35,25 +36,12 @@ def every_dtype_tensors() -> dict[str, torch.Tensor]:
     return tensors
 
 
-def save_pretrained_checkpoint(directory: Path) -> Path:
-    """A tiny Llama saved by transformers' ``save_pretrained``, sharded; returns its index."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        hidden_size=64, intermediate_size=128, num_attention_heads=2, num_key_value_heads=2,
-        num_hidden_layers=2, vocab_size=1024,
-    )  # fmt: skip
-    LlamaForCausalLM(config).save_pretrained(directory, max_shard_size="100KB")
-    return directory / "model.safetensors.index.json"
-
-
 @pytest.fixture(scope="session")
 def checkpoints(served_dir: Path) -> Path:
-    """``dtypes/model.safetensors`` and the sharded ``llama/`` checkpoint, inside the served directory."""
+    """``dtypes/model.safetensors`` and the sharded ``llama/`` checkpoint (``save_pretrained``'s), inside the served directory."""
     (served_dir / "dtypes").mkdir()
     save_file(every_dtype_tensors(), served_dir / "dtypes" / "model.safetensors")
-    save_pretrained_checkpoint(served_dir / "llama")
+    write_tiny_llama(served_dir / "llama", max_shard_size="100KB")
     return served_dir
 
 

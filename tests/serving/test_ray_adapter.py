@@ -67,3 +67,37 @@ def test_an_empty_serve_and_node_markers() -> None:
     assert parse_serve_details({}).deployments == ()
     raw = {"CPU": 2, "GPU": 1, "memory": 10, "node:10.0.0.1": 1, "object_store_memory": 5, "accelerator_type:A100": 1, "TPU": 4}
     assert schedulable(raw) == {"CPU": 2.0, "GPU": 1.0, "memory": 10.0, "TPU": 4.0}
+
+
+def test_a_replica_in_a_placement_group_of_its_own_holds_what_its_bundles_hold() -> None:
+    llm = {
+        "applications": {
+            "chat": {
+                "deployments": {
+                    "LLMServer:chat": {
+                        "deployment_config": {"ray_actor_options": {"num_cpus": 1}},
+                        "replicas": [
+                            {
+                                "replica_id": "a",
+                                "node_id": "n1",
+                                "state": "RUNNING",
+                                "actor_name": "SERVE_REPLICA::chat#LLMServer:chat#a",
+                            }
+                        ],
+                    }
+                }
+            }
+        }
+    }
+    groups = {"SERVE_REPLICA::chat#LLMServer:chat#a": {"CPU": 2.0, "GPU": 1.0}}  # bundle 0 holds the actor's CPU too
+
+    state = parse_serve_details(llm, groups)
+
+    assert state.replicas[0].resources == {"CPU": 2.0, "GPU": 1.0}
+    assert state.deployments[0].resources == {"CPU": 2.0, "GPU": 1.0}
+    assert parse_serve_details(llm).replicas[0].resources == {"CPU": 1.0}
+
+
+def test_resources_ray_derives_from_placement_group_bundles_are_not_node_resources() -> None:
+    raw = {"CPU": 0, "CPU_group_0_ea91e17f": 1, "CPU_group_ea91e17f": 1, "bundle_group_ea91e17f": 999.999}
+    assert schedulable(raw) == {"CPU": 0.0}
