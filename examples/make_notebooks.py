@@ -355,6 +355,91 @@ print("every deployment healthy:", serving.all_healthy())""",
     ("code", "%servelab down"),
 ]
 
+LLM = [
+    (
+        "md",
+        """# LLMs on vLLM, with streamed weights
+
+`%deploy llm` serves a Hugging Face model with **vLLM** behind **Ray Serve LLM**'s OpenAI-compatible API
+(`/v1/completions`, `/v1/chat/completions`). Each replica fetches the model's config and tokenizer and
+**streams its safetensors** with `servelab.loader` straight into the engine (`load_format="servelab"`):
+no checkpoint is copied to disk first. The model can live at any URI: a local directory here,
+`s3://`, `https://` or any fsspec URI the same way.
+
+This machine has no GPU, so vLLM runs on its CPU build and each replica takes two CPUs; on GPU machines
+each replica gets a GPU (`--gpus-per-replica`, `--tensor-parallel`).""",
+    ),
+    (
+        "code",
+        """%load_ext servelab
+%servelab up --nodes 2 --cpus-per-node 2 --gpus-per-node 0""",
+    ),
+    (
+        "md",
+        """## A model
+
+A tiny Llama made here, offline: a tokenizer trained on a few sentences and seeded random weights, saved
+the Hugging Face way. It answers nonsense, but exactly the nonsense its weights say.""",
+    ),
+    (
+        "code",
+        """import tempfile
+from servelab.testing.llm import write_tiny_llama
+
+model_dir = write_tiny_llama(tempfile.mkdtemp(prefix="servelab-llm-") + "/tiny-llama")
+engine = {"dtype": "float32"}  # the weights are float32; vLLM on a CPU would run them in bfloat16""",
+    ),
+    ("code", "%deploy llm tiny --model {model_dir} --max-model-len 256 --engine-kwargs engine"),
+    (
+        "md",
+        """## Chat with it
+
+Any OpenAI client works; the model's name is the one given to `%deploy llm`:""",
+    ),
+    (
+        "code",
+        """from openai import OpenAI
+from servelab import serving
+
+client = OpenAI(base_url=serving.url("tiny") + "/v1", api_key="none")
+reply = client.chat.completions.create(
+    model="tiny", messages=[{"role": "user", "content": "Hello, how are you today?"}], max_tokens=8, temperature=0
+)
+reply.choices[0].message.content""",
+    ),
+    (
+        "md",
+        "The streamed weights are the saved ones: vLLM's greedy answer is transformers' `generate()`, token for token.",
+    ),
+    (
+        "code",
+        """# NBVAL_CHECK_OUTPUT
+from servelab.testing.llm import greedy_tokens
+
+answer = client.completions.create(
+    model="tiny", prompt="The quick brown fox", max_tokens=12, temperature=0, extra_body={"return_token_ids": True}
+)
+print("same tokens as transformers:", answer.choices[0].token_ids == greedy_tokens(model_dir, "The quick brown fox", 12))""",
+    ),
+    (
+        "md",
+        """## Scale it, and see its replicas
+
+A second replica streams the weights again on its own node. The LLM server is an ordinary Serve
+deployment: it shows in ClusterView, and `%compact` moves it like any other.""",
+    ),
+    ("code", "%scale tiny 2"),
+    ("code", "%servelab view"),
+    (
+        "code",
+        """# NBVAL_CHECK_OUTPUT
+servers = [r for r in serving.snapshot().replicas if r.deployment == "LLMServer:tiny"]
+print("running:", sum(r.state == "RUNNING" for r in servers), "replicas on", len({r.node_id for r in servers}), "nodes")
+print("each holds:", servers[0].resources)""",
+    ),
+    ("code", "%servelab down"),
+]
+
 
 def executed(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """Run ``nb`` in a fresh kernel; keep only the stream outputs of checked cells."""
@@ -370,7 +455,8 @@ def executed(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 def main(only: list[str]) -> None:
     """Write every tutorial, or those named on the command line (``03_compaction``)."""
-    for name, cells in (("01_quickstart", QUICKSTART), ("02_streaming_weights", STREAMING), ("03_compaction", COMPACTION)):
+    tutorials = {"01_quickstart": QUICKSTART, "02_streaming_weights": STREAMING, "03_compaction": COMPACTION, "05_llm": LLM}
+    for name, cells in tutorials.items():
         if only and name not in only:
             continue
         nbformat.write(executed(notebook(cells)), HERE / f"{name}.ipynb")

@@ -6,6 +6,8 @@ process (offline, ``vllm serve`` and under Ray Serve), sometimes more than once.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,10 @@ def weights_uri(model_dir: str, extra: dict[str, Any] | None) -> str:
 
 
 def _loader_class() -> type:
+    from vllm.logger import init_logger
     from vllm.model_executor.model_loader.base_loader import BaseModelLoader
+
+    logger = init_logger("vllm.servelab")  # under vLLM's logger, so its handlers print it in every engine process
 
     class ServelabModelLoader(BaseModelLoader):
         """Streams safetensors from any fsspec URI, shard after shard, into ``model.load_weights``."""
@@ -56,13 +61,26 @@ def _loader_class() -> type:
                 )
             uri = weights_uri(model_config.model, extra)
             device = next(model.parameters()).device
-            tensors = stream(
-                uri,
-                device=device if device.type == "cuda" else "cpu",
-                storage_options=extra.get("storage_options"),
-                progress=False,
-            )
-            loaded = model.load_weights(tensors)
+            streamed = [0]
+
+            def tensors() -> Iterator[tuple[str, Any]]:
+                for name, tensor in stream(
+                    uri,
+                    device=device if device.type == "cuda" else "cpu",
+                    storage_options=extra.get("storage_options"),
+                    progress=False,
+                ):
+                    streamed[0] += tensor.nbytes
+                    yield name, tensor
+
+            started = time.perf_counter()
+            loaded = model.load_weights(tensors())
+            seconds = time.perf_counter() - started
+            # The default loader's wording, so that log readers (bench.llm_scaleup) time every loader alike.
+            logger.info(
+                "Loading weights took %.2f seconds (servelab streamed %.3f GB from %s at %.2f GB/s)",
+                seconds, streamed[0] / 1e9, uri, streamed[0] / 1e9 / max(seconds, 1e-9),
+            )  # fmt: skip
             if loaded is not None:
                 missing = sorted({name for name, _ in model.named_parameters()} - set(loaded))
                 if missing:

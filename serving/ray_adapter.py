@@ -12,6 +12,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from servelab.serving.snapshot import DeploymentInfo, Replica
@@ -194,6 +195,13 @@ def available_per_node() -> dict[str, dict[str, float]]:
     from ray._private.state import available_resources_per_node
 
     return {node: schedulable(free) for node, free in available_resources_per_node().items()}
+
+
+def session_logs() -> Path:
+    """The log folder of the cluster this process is attached to (every raylet on this machine writes there)."""
+    import ray
+
+    return Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
 
 
 def draining_nodes() -> set[str]:
