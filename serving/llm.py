@@ -67,7 +67,7 @@ def deploy_llm(
         bundles=[bundle] * tensor_parallel,
         accelerator="gpu" if gpus else "cpu",
         deployment_config=scaling,
-        callback=("servelab.llm.serve_callback.FetchModelFiles", {"uri": model, "storage_options": files.storage_options}),
+        callback=("servelab.serving.llm_callback.FetchModelFiles", {"uri": model, "storage_options": files.storage_options}),
         env_vars=env,
     )
     existed = any(d.app == name for d in ray_adapter.serve_state().deployments)
@@ -120,8 +120,7 @@ def _check_arguments(
 
 def _fetch(name: str, model: str, storage_options: dict[str, Any] | None) -> Any:
     """Fetch config and tokenizer here and read every weight header, so a bad model fails before the cluster changes."""
-    from servelab.llm import fetch_model
-    from servelab.loader import inspect
+    from servelab.loader import fetch_model, inspect
 
     try:
         files = fetch_model(model, storage_options)

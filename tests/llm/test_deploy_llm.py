@@ -11,7 +11,7 @@ import pytest
 
 from servelab import serving
 from servelab.errors import DeploymentError
-from servelab.llm.files import CACHE
+from servelab.loader.model_files import CACHE
 from servelab.testing import NginxServer, SeaweedS3Server
 from servelab.testing.llm import greedy_tokens
 

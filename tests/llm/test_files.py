@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from servelab.errors import CheckpointNotFoundError
-from servelab.llm import fetch_model
-from servelab.llm.vllm_loader import weights_uri
+from servelab.loader import fetch_model
+from servelab.loader.vllm_plugin import weights_uri
 from servelab.testing import NginxServer, SeaweedS3Server
 
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from servelab.llm import fetch_model
+from servelab.loader import fetch_model
 from servelab.testing import NginxServer
 from servelab.testing.llm import greedy_tokens
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from servelab.errors import LoaderError
-from servelab.llm.files import INDEX, LOAD_FORMAT, SINGLE
+from servelab.loader.model_files import INDEX, LOAD_FORMAT, SINGLE
 
 _registered = False
 

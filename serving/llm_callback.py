@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ray.llm._internal.common.callbacks.base import CallbackBase  # no public path in Ray 2.60
 
-from servelab.llm.files import fetch_model
+from servelab.loader.model_files import fetch_model
 
 
 class FetchModelFiles(CallbackBase):
