@@ -34,7 +34,8 @@ from ray.llm._internal.common.callbacks.base import CallbackBase  # Ray Serve LL
 
 from servelab import serving
 from servelab.loader import fetch_model
-from servelab.loader.model_files import CACHE
+from servelab.loader.checkpoint import parse_index
+from servelab.loader.model_files import CACHE, INDEX, OPTIONAL, REQUIRED, SINGLE
 from servelab.serving import ray_adapter
 from servelab.serving.deployments import wait_running
 from servelab.testing import NginxServer, SeaweedS3Server, free_port
@@ -63,11 +64,22 @@ class DownloadModel(CallbackBase):
         import fsspec
 
         started = time.perf_counter()
-        fs, root = fsspec.core.url_to_fs(self.kwargs["uri"].rstrip("/"), **(self.kwargs.get("storage_options") or {}))
+        base = self.kwargs["uri"].rstrip("/")
+        fs, root = fsspec.core.url_to_fs(base, **(self.kwargs.get("storage_options") or {}))
         target = Path(self.kwargs["directory"])
         shutil.rmtree(target, ignore_errors=True)
-        fs.get(root + "/", str(target), recursive=True)
-        nbytes = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+        target.mkdir(parents=True)
+        names = [*REQUIRED, *OPTIONAL, INDEX]  # what a download tool fetches; no listing (nginx refuses one)
+        for name in names:
+            try:
+                fs.get(f"{root}/{name}", str(target / name))
+            except FileNotFoundError:
+                pass
+        index = target / INDEX
+        shards = sorted(set(parse_index(index.read_bytes(), str(index)).values())) if index.exists() else [SINGLE]
+        for shard in shards:
+            fs.get(f"{root}/{shard}", str(target / shard))
+        nbytes = sum(p.stat().st_size for p in target.iterdir())
         print(f"servelab-bench downloaded {nbytes} bytes in {time.perf_counter() - started:.3f} s", flush=True)
 
 

