@@ -73,8 +73,9 @@ def deploy_llm(
     existed = any(d.app == name for d in ray_adapter.serve_state().deployments)
     ray_adapter.run_application(application, name, f"/{name}")
     try:
-        for deployment in (ray_adapter.LLM_SERVER + name, INGRESS):
-            wait_running(deployment, name, timeout_s, on_progress, fix="Fix the model or its engine_kwargs and deploy again")
+        fix = "Fix the model or its engine_kwargs and deploy again"
+        wait_running(ray_adapter.LLM_SERVER + name, name, timeout_s, on_progress, fix=fix)
+        wait_running(INGRESS, name, timeout_s, None, fix=fix)
     except DeploymentError:
         if not existed:
             ray_adapter.delete_app(name)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -376,18 +378,36 @@ def llm_application(
 
     The router takes no CPU: on a small cluster a CPU-holding router would keep the server from scheduling.
     """
-    from ray.serve.llm import LLMConfig, build_openai_app
+    with _root_logging_kept():
+        from ray.serve.llm import LLMConfig, build_openai_app
 
-    config = LLMConfig(
-        model_loading_config={"model_id": model_id, "model_source": model_dir},
-        accelerator_config={"kind": accelerator},
-        placement_group_config={"bundles": bundles},
-        deployment_config=deployment_config,
-        engine_kwargs=engine_kwargs,
-        runtime_env={"env_vars": env_vars} if env_vars else None,
-        callback_config={"callback_class": callback[0], "callback_kwargs": callback[1]},
-    )
-    return build_openai_app({"llm_configs": [config], "ingress_deployment_config": {"ray_actor_options": {"num_cpus": 0}}})
+        config = LLMConfig(
+            model_loading_config={"model_id": model_id, "model_source": model_dir},
+            accelerator_config={"kind": accelerator},
+            placement_group_config={"bundles": bundles},
+            deployment_config=deployment_config,
+            engine_kwargs=engine_kwargs,
+            runtime_env={"env_vars": env_vars} if env_vars else None,
+            callback_config={"callback_class": callback[0], "callback_kwargs": callback[1]},
+        )
+        ingress = {"ray_actor_options": {"num_cpus": 0}}
+        return build_openai_app({"llm_configs": [config], "ingress_deployment_config": ingress})
+
+
+@contextmanager
+def _root_logging_kept() -> Iterator[None]:
+    """Undo what importing Ray Serve LLM does to this process's logging: it puts a JSON handler at INFO
+    on the root logger (every library's INFO lines then show in the notebook), and vLLM's import warns
+    about Triton on CPU machines."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+        root.setLevel(level)
+        root.handlers[:] = handlers
 
 
 def delete_app(app: str) -> None:

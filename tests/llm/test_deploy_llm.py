@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,11 @@ def ask(base: str, route: str, body: dict[str, Any]) -> dict[str, Any]:
 def test_a_model_streamed_over_http_answers_completions_and_chat_like_transformers(
     llm_cluster: str, tiny_models: Path, nginx: NginxServer
 ) -> None:
+    root = logging.getLogger()
+    before = (root.level, list(root.handlers))
     base = serving.deploy_llm("tiny", model_url(nginx, "tiny"), engine_kwargs=ENGINE)
     try:
+        assert (root.level, root.handlers) == before, "importing Ray Serve LLM must not reconfigure the notebook's logging"
         completion = ask(base, "completions", {"model": "tiny", "prompt": PROMPT, "max_tokens": 12})
         chat = ask(base, "chat/completions", {"model": "tiny", "messages": CHAT, "max_tokens": 8})
 
