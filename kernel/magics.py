@@ -384,7 +384,21 @@ def _deployed(name: str, app: str | None) -> Deployed:
 def _urls() -> list[str]:
     from servelab import serving
 
-    return [serving.url(d.name, d.app) for d in serving.deployments() if d.route_prefix and d.target_replicas]
+    return probe_urls(serving.deployments(), serving.url)
+
+
+def probe_urls(deployments: list[Any], url: Callable[[str, str], str]) -> list[str]:
+    """One URL per routed application that answers a plain GET: its route, or an LLM app's model list
+    (its route alone is a 404: Ray Serve LLM answers under /v1 only)."""
+    from servelab.serving.llm import INGRESS
+
+    urls: dict[str, str] = {}
+    for d in deployments:
+        if d.route_prefix and d.target_replicas and d.app not in urls:
+            urls[d.app] = url(d.name, d.app)
+        if d.name == INGRESS and d.route_prefix:
+            urls[d.app] = url(d.name, d.app) + "/v1/models"
+    return list(urls.values())
 
 
 def _node_id(snapshot: Any, prefix: str) -> str:

@@ -8,6 +8,8 @@ from traitlets.config import Config
 
 from servelab.kernel import ServelabMagics
 from servelab.kernel.cell import defined_classes
+from servelab.kernel.magics import probe_urls
+from servelab.serving import DeploymentInfo
 
 
 def test_help_lists_every_option() -> None:
@@ -42,3 +44,17 @@ def test_defaults_come_from_config() -> None:
 def test_the_classes_a_cell_defines() -> None:
     assert defined_classes("import torch\nclass A: pass\nx = 1\nclass B(A): pass\n") == ["A", "B"]
     assert defined_classes("def f():\n    class Inner: pass\n") == []
+
+
+def test_compaction_probes_one_url_per_application_and_an_llm_app_under_v1() -> None:
+    def info(name: str, app: str, target: int = 1, route: str | None = "/x") -> DeploymentInfo:
+        return DeploymentInfo(name, app, "HEALTHY", target, target, target, {}, route)
+
+    deployments = [
+        info("Pipeline", "shop"), info("Ranker", "shop"), info("hidden", "internal", route=None),
+        info("idle", "idle", target=0), info("LLMServer:chat", "chat"), info("OpenAiIngress", "chat"),
+    ]  # fmt: skip
+
+    urls = probe_urls(deployments, lambda name, app: f"http://proxy/{app}")
+
+    assert urls == ["http://proxy/shop", "http://proxy/chat/v1/models"]
