@@ -35,7 +35,7 @@ from ray.llm._internal.common.callbacks.base import CallbackBase  # Ray Serve LL
 from servelab import serving
 from servelab.loader import fetch_model
 from servelab.loader.checkpoint import parse_index
-from servelab.loader.model_files import CACHE, INDEX, OPTIONAL, REQUIRED, SINGLE
+from servelab.loader.model_files import INDEX, OPTIONAL, REQUIRED, SINGLE
 from servelab.serving import ray_adapter
 from servelab.serving.deployments import wait_running
 from servelab.testing import NginxServer, SeaweedS3Server, free_port
@@ -114,7 +114,7 @@ def main() -> None:
                 for way, source in plans:
                     uri, options = sources[source]
                     try:
-                        row = scale_up(way, source, uri, options, s3)
+                        row = scale_up(way, source, uri, options, s3, work / "downloads")
                     except Exception as exc:  # report the way that does not run here, keep measuring the others
                         print(f"{way:>15} {source:>6}  did not run: {type(exc).__name__}: {str(exc)[:200]}")
                         continue
@@ -130,8 +130,10 @@ def main() -> None:
     summarize(rows)
 
 
-def scale_up(way: str, source: str, uri: str, options: dict[str, Any] | None, s3: SeaweedS3Server) -> Phases:
-    """Deploy ``way`` with no replica, scale to one, and time each phase until its first answer."""
+def scale_up(way: str, source: str, uri: str, options: dict[str, Any] | None, s3: SeaweedS3Server, downloads: Path) -> Phases:
+    """Deploy ``way`` with no replica, scale to one, and time each phase until its first answer.
+
+    The default path downloads into ``downloads`` (removed with the rest of the bench's files)."""
     name = f"{way.replace('_', '-')}-{source}"
     files = fetch_model(uri, options)
     engine: dict[str, Any] = dict(ENGINE)
@@ -144,7 +146,7 @@ def scale_up(way: str, source: str, uri: str, options: dict[str, Any] | None, s3
     if way == "servelab":
         engine.update(load_format="servelab", model_loader_extra_config=files.loader_config())
     elif way == "default":
-        model_dir = str(CACHE / f"downloaded-{name}")
+        model_dir = str(downloads / name)
         shutil.copytree(files.directory, model_dir, dirs_exist_ok=True)  # config for the driver; replicas re-download
         engine["load_format"] = "safetensors"
         callback = ("bench.llm_scaleup.DownloadModel", {"uri": uri, "storage_options": options, "directory": model_dir})

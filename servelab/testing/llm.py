@@ -101,7 +101,9 @@ def greedy_tokens(model_dir: str | Path, prompt: str | list[dict[str, str]], max
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # in a notebook its bar is a widget output nbval would compare
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     if isinstance(prompt, str):

@@ -12,7 +12,7 @@ import pytest
 
 from servelab import serving
 from servelab.errors import DeploymentError
-from servelab.loader.model_files import CACHE
+from servelab.loader import fetch_model
 from servelab.testing import NginxServer, SeaweedS3Server
 from servelab.testing.llm import greedy_tokens
 
@@ -51,7 +51,8 @@ def test_a_model_streamed_over_http_answers_completions_and_chat_like_transforme
         replicas = [r for r in serving.snapshot().replicas if r.deployment == server.name]
         # its placement group: the replica actor's CPU and the engine's bundle, as the planner must count it
         assert len(replicas) == 1 and replicas[0].node_id and replicas[0].resources == {"CPU": 2.0}
-        assert not list(CACHE.rglob("*.safetensors")), "the weights must stream, never land on disk"
+        fetched = fetch_model(model_url(nginx, "tiny")).directory  # where deploy_llm fetched this model's files
+        assert not list(fetched.glob("*.safetensors")), "the weights must stream, never land on disk"
     finally:
         serving.delete("tiny")
 

@@ -22,7 +22,9 @@ def test_a_crashed_migration_target_stops_compaction_and_every_deployment_recove
         serving.delete_all()
     report = run.report
     assert report.stopped and run.killed[:12] in report.reason and "left the cluster" in report.reason
-    assert report.nodes_freed == ()
+    # A node emptied and released before the crash was noticed (missed heartbeats take tens of seconds)
+    # may count as freed; the crashed node never does.
+    assert run.killed not in report.nodes_freed
     assert run.recovered_s is not None, f"not healthy 180 s after the crash: {run.unhealthy}; report: {report.reason}"
     assert report.during is not None and report.during.requests > 0
     print(
