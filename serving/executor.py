@@ -21,7 +21,7 @@ from servelab.errors import CompactionError, StalePlanError
 from servelab.serving import context, ray_adapter
 from servelab.serving.budget import Budget, as_planned, not_worth_it, waves
 from servelab.serving.cluster import remove_node
-from servelab.serving.placement import fits, label_match, stuck
+from servelab.serving.placement import fits, gpu_instances, label_match, stuck, take_gpu
 from servelab.serving.planner import Plan
 from servelab.serving.planner import plan as make_plan
 from servelab.serving.reader import DRAIN_RECORD, snapshot
@@ -356,14 +356,23 @@ def _cannot_move(nodes: list[str], snap: Snapshot) -> str:
     if gone:
         return f"node {gone[0]} is gone"
     room = {n.id: dict(n.available) for n in snap.nodes if n.id not in nodes and not n.draining}
+    gpus = {n.id: gpu_instances(n) for n in snap.nodes if n.id in room}
     leaving = [r for node_id in nodes for r in snap.replicas_on(node_id)]
     for replica in sorted(leaving, key=lambda r: -sum(r.resources.values())):
-        options = [n for n in room if fits(room[n], replica.resources) and label_match(snap.node(n), replica.label_selector)]
+        need_gpu = replica.resources.get("GPU", 0.0)
+        options = [
+            n
+            for n in room
+            if fits(room[n], replica.resources)
+            and take_gpu(gpus[n], need_gpu) is not None
+            and label_match(snap.node(n), replica.label_selector)
+        ]
         if not options:
             return f"replica {replica.id} of {replica.deployment} no longer fits on the nodes that stay; plan again"
         best = min(options, key=lambda n: sum(room[n].get(k, 0.0) - v for k, v in replica.resources.items()))
         for k, v in replica.resources.items():
             room[best][k] = room[best].get(k, 0.0) - v
+        gpus[best] = take_gpu(gpus[best], need_gpu) or []
     return ""
 
 

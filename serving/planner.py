@@ -8,6 +8,10 @@ A best-fit heuristic gives a first layout; small clusters are then solved exactl
 (scipy's HiGHS, with a time limit), and whatever time is left goes to a large-neighbourhood
 search: a few dozen nodes at a time are re-packed exactly with everything else held fixed, and
 the layout improves until it reaches the lower bound or the time is spent.
+
+GPUs are placed per instance, as the raylet does: a node that stays keeps its replicas on the GPUs
+they hold, so a whole-GPU replica moves only onto a node with an entirely free GPU, never onto two
+half-free ones.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import numpy as np
 
 from servelab.errors import CompactionError
 from servelab.serving.fragmentation import lower_bound, nodes_in_use
-from servelab.serving.placement import EPSILON, label_match
+from servelab.serving.placement import EPSILON, gpu_instances, label_match
 from servelab.serving.snapshot import Node, Replica, Snapshot, format_resources
 
 Objective = Literal["nodes", "cost"]
@@ -81,6 +85,61 @@ class Plan:
 
 
 @dataclass
+class _Gpus:
+    """Free GPU instances per node with its own replicas in place: entirely free ones counted, partly
+    free ones listed. Replicas arriving take whole instances, or a fraction of the best-fitting one."""
+
+    whole: np.ndarray
+    parts: list[list[float]]
+    biggest: np.ndarray  # the most any partly free GPU of a node has free
+
+    @classmethod
+    def of(cls, nodes: list[Node]) -> _Gpus:
+        instances = [gpu_instances(n) for n in nodes]
+        whole = np.array([sum(1 for f in free if f >= 1.0 - EPSILON) for free in instances], dtype=float)
+        parts = [[f for f in free if EPSILON < f < 1.0 - EPSILON] for free in instances]
+        return cls(whole, parts, np.array([max(p, default=0.0) for p in parts]))
+
+    def copy(self) -> _Gpus:
+        return _Gpus(self.whole.copy(), [list(p) for p in self.parts], self.biggest.copy())
+
+    def fit(self, demand: float) -> np.ndarray:
+        """Per node: whether ``demand`` GPUs fit on its instances."""
+        if demand <= EPSILON:
+            return np.ones(len(self.whole), dtype=bool)
+        if demand >= 1.0 - EPSILON:
+            return self.whole >= round(demand)
+        return (self.biggest + EPSILON >= demand) | (self.whole >= 1)
+
+    def take(self, node: int, demand: float) -> None:
+        """Place ``demand`` GPUs on ``node`` as the raylet would (``fit`` said it fits)."""
+        if demand >= 1.0 - EPSILON:
+            self.whole[node] -= round(demand)
+        elif demand > EPSILON:
+            parts = self.parts[node]
+            options = [i for i, free in enumerate(parts) if free + EPSILON >= demand]
+            if options:  # a partly free GPU always fits tighter than an entirely free one
+                best = min(options, key=parts.__getitem__)
+                parts[best] -= demand
+                if parts[best] <= EPSILON:
+                    parts.pop(best)
+            else:
+                self.whole[node] -= 1
+                parts.append(1.0 - demand)
+            self.biggest[node] = max(parts, default=0.0)
+
+    def valid(self, arrivals: dict[int, list[float]]) -> bool:
+        """Whether every node takes the GPUs arriving there (whole ones first, then the largest fractions)."""
+        gpus = self.copy()
+        for node, demands in arrivals.items():
+            for demand in sorted(demands, reverse=True):
+                if not gpus.fit(demand)[node]:
+                    return False
+                gpus.take(node, demand)
+        return True
+
+
+@dataclass
 class _Model:
     """The snapshot as arrays: nodes that can take replicas, the replicas that may move."""
 
@@ -96,6 +155,8 @@ class _Model:
     fixed_counts: dict[tuple[str, str], np.ndarray]  # replicas per deployment per node that stay put
     pinned: dict[int, str]  # candidate node -> why it cannot be freed at all
     weights: np.ndarray  # objective weight per node
+    gpus: _Gpus  # free GPU instances per node, its own replicas in place
+    gpu: np.ndarray  # GPUs per movable replica
     forced_off: set[int] = field(default_factory=set)  # workers that must end empty (search only)
 
 
@@ -141,7 +202,7 @@ def plan(
     if model.movable and _score(model, layout) > target + EPSILON:
         if len(model.workers) <= exact_limit:
             exact = _exact(model, max_moves, max(deadline - time.perf_counter(), 0.1))
-            if exact is not None and _score(model, exact[0]) <= _score(model, layout) + EPSILON:
+            if exact is not None and _score(model, exact[0]) <= _score(model, layout) + EPSILON and _gpus_fit(model, exact[0]):
                 layout, optimal, method = exact[0], exact[1], "exact"
         if not optimal and max_moves is None and time.perf_counter() < deadline:
             searched = _search(model, layout, target, deadline, random.Random(seed))
@@ -182,7 +243,23 @@ def _build(snapshot: Snapshot, keep: list[str], objective: Objective) -> _Model:
     )
     eligible[np.arange(len(movable)), current] = True  # it may stay where it is, labels or not
     weights = np.array([1.0 if objective == "nodes" else n.cost for n in nodes])
-    return _Model(nodes, resources, base, candidates, workers, movable, current, need, eligible, fixed_counts, pinned, weights)
+    gpu = np.array([r.resources.get("GPU", 0.0) for r in movable])
+    return _Model(
+        nodes,
+        resources,
+        base,
+        candidates,
+        workers,
+        movable,
+        current,
+        need,
+        eligible,
+        fixed_counts,
+        pinned,
+        weights,
+        _Gpus.of(nodes),
+        gpu,
+    )
 
 
 def _heuristic(model: _Model, max_moves: int | None) -> tuple[list[int], dict[int, str]]:
@@ -194,6 +271,7 @@ def _heuristic(model: _Model, max_moves: int | None) -> tuple[list[int], dict[in
     counts = {key: c.copy() for key, c in model.fixed_counts.items()}
     for r, node in enumerate(layout):
         counts.setdefault(model.movable[r].key, np.zeros(len(model.nodes)))[node] += 1
+    gpus = model.gpus.copy()
     scale = np.maximum(np.array([max((n.total.get(k, 0.0) for n in model.nodes), default=1.0) for k in model.resources]), EPSILON)
     weight = np.array([RESOURCE_WEIGHTS.get(k, 0.1) for k in model.resources]) / scale
     in_use = np.zeros(len(model.nodes), dtype=bool)
@@ -215,14 +293,16 @@ def _heuristic(model: _Model, max_moves: int | None) -> tuple[list[int], dict[in
         in_use[victim] = False
         trial_free, placed, reason = free.copy(), [], ""
         trial_counts = {k: v.copy() for k, v in counts.items()}
+        trial_gpus = gpus.copy()
         for r in replicas:
             replica = model.movable[r]
-            target = _best_fit(model, r, in_use, trial_free, trial_counts, weight)
+            target = _best_fit(model, r, in_use, trial_free, trial_counts, trial_gpus, weight)
             if target is None:
                 reason = f"replica {replica.id} ({replica.app}/{replica.deployment}, needs {format_resources(replica.resources)}) fits on no node that stays"
                 break
             trial_free[target] -= model.need[r]
             trial_free[victim] += model.need[r]
+            trial_gpus.take(target, model.gpu[r])
             trial_counts[replica.key][target] += 1
             trial_counts[replica.key][victim] -= 1
             placed.append((r, target))
@@ -230,7 +310,7 @@ def _heuristic(model: _Model, max_moves: int | None) -> tuple[list[int], dict[in
             in_use[victim] = True
             blocked[victim] = reason
             continue
-        free, counts = trial_free, trial_counts
+        free, counts, gpus = trial_free, trial_counts, trial_gpus
         for r, target in placed:
             layout[r] = target
             on_node[target].append(r)
@@ -240,11 +320,17 @@ def _heuristic(model: _Model, max_moves: int | None) -> tuple[list[int], dict[in
 
 
 def _best_fit(
-    model: _Model, r: int, allowed: np.ndarray, free: np.ndarray, counts: dict[tuple[str, str], np.ndarray], weight: np.ndarray
+    model: _Model,
+    r: int,
+    allowed: np.ndarray,
+    free: np.ndarray,
+    counts: dict[tuple[str, str], np.ndarray],
+    gpus: _Gpus,
+    weight: np.ndarray,
 ) -> int | None:
     """The allowed node where replica ``r`` fits with the least weighted room left over, or None."""
     replica = model.movable[r]
-    ok = allowed & model.eligible[r] & np.all(free + EPSILON >= model.need[r], axis=1)
+    ok = allowed & model.eligible[r] & np.all(free + EPSILON >= model.need[r], axis=1) & gpus.fit(model.gpu[r])
     if replica.max_replicas_per_node is not None:
         ok &= counts.setdefault(replica.key, np.zeros(len(model.nodes))) < replica.max_replicas_per_node
     if not ok.any():
@@ -266,6 +352,7 @@ def _keep_and_pack(model: _Model, priority: np.ndarray, start: int) -> list[int]
         open_ = np.array([n in kept or n not in model.workers for n in range(len(model.nodes))])
         free = model.base.copy()
         counts = {key: c.copy() for key, c in model.fixed_counts.items()}
+        gpus = model.gpus.copy()
         for r, n in enumerate(model.current):
             if n in kept:
                 free[n] -= model.need[r]
@@ -274,11 +361,12 @@ def _keep_and_pack(model: _Model, priority: np.ndarray, start: int) -> list[int]
         for r in by_size:
             if model.current[r] in kept:
                 continue
-            target = _best_fit(model, r, open_, free, counts, weight)
+            target = _best_fit(model, r, open_, free, counts, gpus, weight)
             if target is None:
                 failed = r
                 break
             free[target] -= model.need[r]
+            gpus.take(target, model.gpu[r])
             counts.setdefault(model.movable[r].key, np.zeros(len(model.nodes)))[target] += 1
             layout[r] = target
         if failed is None:
@@ -295,7 +383,10 @@ def _exact(model: _Model, max_moves: int | None, time_limit_s: float) -> tuple[l
     y_of = {n: k for k, n in enumerate(workers)}
     pairs = [(r, int(n)) for r in range(len(model.movable)) for n in np.flatnonzero(model.eligible[r])]
     x_of = {pair: len(workers) + k for k, pair in enumerate(pairs)}
-    size = len(workers) + len(pairs)
+    # Per node, the entirely free GPUs that arriving fractions open (an integer): GPUs are placed per instance.
+    opened = sorted({n for r, n in pairs if n != model.current[r] and EPSILON < model.gpu[r] < 1.0 - EPSILON})
+    h_of = {n: len(workers) + len(pairs) + k for k, n in enumerate(opened)}
+    size = len(workers) + len(pairs) + len(opened)
     moves_weight = float(model.weights[workers].min() if workers else 1.0) / (len(model.movable) + 1)
     cost = np.zeros(size)
     cost[: len(workers)] = model.weights[workers]
@@ -326,6 +417,15 @@ def _exact(model: _Model, max_moves: int | None, time_limit_s: float) -> tuple[l
                     row(coefficients, -np.inf, model.base[n][j])
         if n in y_of:  # replicas only on nodes in use
             row({**dict.fromkeys(members, 1.0), y_of[n]: -float(len(members))}, -np.inf, 0.0)
+        arriving = {k: float(model.gpu[r]) for k, r in members.items() if model.current[r] != n and model.gpu[r] > EPSILON}
+        if arriving:  # whole GPUs on entirely free instances; fractions on partly free ones or on instances they open
+            whole = {k: g for k, g in arriving.items() if g >= 1.0 - EPSILON}
+            if n in h_of:
+                whole[h_of[n]] = 1.0
+                fractions = {k: g for k, g in arriving.items() if g < 1.0 - EPSILON}
+                row({**fractions, h_of[n]: -1.0}, -np.inf, float(sum(model.gpus.parts[n])))
+            if whole:
+                row(whole, -np.inf, float(model.gpus.whole[n]))
         groups: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
         limits: dict[tuple[str, str], int] = {}
         for k, r in members.items():
@@ -350,6 +450,8 @@ def _exact(model: _Model, max_moves: int | None, time_limit_s: float) -> tuple[l
     for n, k in y_of.items():
         low[k] = 1.0 if n in model.pinned else 0.0
         high[k] = 0.0 if n in model.forced_off else 1.0
+    for n, k in h_of.items():
+        high[k] = float(model.gpus.whole[n])
     result = milp(
         cost,
         constraints=LinearConstraint(matrix.tocsr(), lower, upper),
@@ -387,7 +489,7 @@ def _search(model: _Model, layout: list[int], target: float, deadline: float, rn
     while score > target + EPSILON and time.perf_counter() < deadline:
         subset = _neighbourhood(model, best, scale, rng)
         repacked = _repack(model, best, subset, min(STEP_LIMIT_S, deadline - time.perf_counter()))
-        if repacked is not None and _score(model, repacked) < score - EPSILON:
+        if repacked is not None and _score(model, repacked) < score - EPSILON and _gpus_fit(model, repacked):
             best, score = repacked, _score(model, repacked)
     return best
 
@@ -449,6 +551,16 @@ def _repack(model: _Model, layout: list[int], subset: list[int], time_limit_s: f
     for k, r in enumerate(moving):
         result[r] = solved[0][k]
     return result
+
+
+def _gpus_fit(model: _Model, layout: list[int]) -> bool:
+    """Whether every GPU instance holds what ``layout`` sends there (the MILP counts partly free GPUs
+    as one sum, which can be more than fractions fit into)."""
+    arrivals: dict[int, list[float]] = defaultdict(list)
+    for r, n in enumerate(layout):
+        if n != model.current[r] and model.gpu[r] > EPSILON:
+            arrivals[n].append(float(model.gpu[r]))
+    return model.gpus.valid(arrivals)
 
 
 def _rank(model: _Model, layout: list[int]) -> tuple[float, int]:

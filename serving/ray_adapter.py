@@ -35,6 +35,8 @@ class RawNode:
     head: bool
     total: dict[str, float]
     labels: dict[str, str]
+    address: str = ""
+    port: int = 0  # the raylet's node manager port
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,8 @@ def nodes() -> list[RawNode]:
             head=HEAD_MARKER in info["Resources"],
             total=schedulable(info["Resources"]),
             labels={k: v for k, v in (info.get("Labels") or {}).items() if not k.startswith("ray.io/")},
+            address=str(info.get("NodeManagerAddress") or ""),
+            port=int(info.get("NodeManagerPort") or 0),
         )
         for info in ray.nodes()
     ]
@@ -197,6 +201,34 @@ def available_per_node() -> dict[str, dict[str, float]]:
     from ray._private.state import available_resources_per_node
 
     return {node: schedulable(free) for node, free in available_resources_per_node().items()}
+
+
+def gpu_free(node: RawNode, available: float) -> tuple[float, ...] | None:
+    """Free GPU per instance on ``node``, from what each of its workers holds (the raylet's
+    ``GetNodeStats``); None where the raylet does not answer.
+
+    GPUs reserved by a placement group show in no worker's slots: the GPUs missing from the sum
+    are counted as taken, entirely free instances first (bundles usually hold whole GPUs).
+    """
+    from ray._private.internal_api import node_stats
+
+    count = int(node.total.get("GPU", 0.0))
+    try:
+        stats = node_stats(node.address, node.port, include_memory_info=False)
+    except Exception:  # an unreachable or older raylet: the scalar view stays
+        return None
+    free = [1.0] * count
+    for worker in stats.core_workers_stats:
+        held = worker.used_resources.get("GPU")
+        for slot in held.resource_slots if held is not None else ():
+            if 0 <= slot.slot < count:
+                free[slot.slot] -= slot.allocation
+    missing = sum(free) - available
+    for i in sorted(range(count), key=lambda i: -free[i]):
+        taken = min(free[i], max(missing, 0.0))
+        free[i] -= taken
+        missing -= taken
+    return tuple(round(max(f, 0.0), 6) for f in free)
 
 
 def session_logs() -> Path:

@@ -24,10 +24,14 @@ def snapshot() -> Snapshot:
     serve = ray_adapter.serve_state()
     # Serve's own compaction drains no node in the GCS: it marks the replicas it moves PENDING_MIGRATION.
     migrating = {r.node_id for r in serve.replicas if r.state == "PENDING_MIGRATION"} - set(draining)
+    # GPUs split across instances only where a fraction is held: ask those raylets which GPU holds what.
+    fractional = {r.node_id for r in serve.replicas if r.resources.get("GPU", 0.0) % 1.0 > 0.0}
     nodes = []
     for raw in ray_adapter.nodes():
         if not raw.alive:
             continue
+        free = available.get(raw.id, {})
+        split = raw.id in fractional or free.get("GPU", 0.0) % 1.0 > 1e-6
         kind = node_type_of(raw.labels) or ("head" if raw.head else "worker")
         spec = session.node_types.get(kind)
         nodes.append(
@@ -35,12 +39,13 @@ def snapshot() -> Snapshot:
                 id=raw.id,
                 type=kind,
                 total=raw.total,
-                available=available.get(raw.id, {}),
+                available=free,
                 labels=raw.labels,
                 draining=raw.id in draining or raw.id in migrating,
                 head=raw.head,
                 cost_per_hour=spec.cost_per_hour if spec is not None else None,
                 drained_by=_drained_by(raw.id, draining, ours, migrating),
+                gpu_free=ray_adapter.gpu_free(raw, free.get("GPU", 0.0)) if split else None,
             )
         )
     return Snapshot(tuple(nodes), serve.replicas, taken_at=time.time(), deployments=serve.deployments)

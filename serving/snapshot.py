@@ -40,6 +40,7 @@ class Node:
     head: bool = False
     cost_per_hour: float | None = None
     drained_by: str | None = None  # "servelab", "ray" (Serve's own node compaction) or "other" (an operator, an autoscaler)
+    gpu_free: tuple[float, ...] | None = None  # free GPU per instance as the raylet holds it; None: not read
 
     @property
     def cost(self) -> float:
@@ -146,7 +147,7 @@ class Snapshot:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Snapshot:
         return cls(
-            nodes=tuple(Node(**n) for n in data["nodes"]),
+            nodes=tuple(Node(**{**n, "gpu_free": _tuple(n.get("gpu_free"))}) for n in data["nodes"]),
             replicas=tuple(Replica(**r) for r in data["replicas"]),
             taken_at=data.get("taken_at", 0.0),
             deployments=tuple(DeploymentInfo(**d) for d in data.get("deployments", ())),
@@ -155,3 +156,7 @@ class Snapshot:
     @classmethod
     def from_json(cls, text: str) -> Snapshot:
         return cls.from_dict(json.loads(text))
+
+
+def _tuple(values: list[float] | None) -> tuple[float, ...] | None:
+    return None if values is None else tuple(values)

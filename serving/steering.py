@@ -5,7 +5,9 @@ not draining and already runs replicas (``_find_best_fit_node_for_pack``), which
 the plan means to free later, or another node that stays than the planner chose. Pure: it replays
 that rule on the snapshot, wave by wave, and orders the waves so that every replacement lands on a
 node that stays; the plan's targets then say where the replicas will go. Where no order does, the
-plan is returned as it was and the executor re-plans once Serve has chosen.
+plan is returned as it was and the executor re-plans once Serve has chosen. Serve chooses by the
+scalar GPU count, the raylet places per GPU instance: an order in which Serve would send a
+whole-GPU replica to a node whose free GPU is split across instances is one that fails.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import replace
 
-from servelab.serving.placement import fits, label_match, leftover_key
+from servelab.serving.placement import fits, gpu_instances, label_match, leftover_key, take_gpu
 from servelab.serving.planner import Move, Plan
 from servelab.serving.snapshot import Replica, Snapshot
 
@@ -28,6 +30,7 @@ def as_serve_places(snapshot: Snapshot, plan: Plan, max_draining: int = 1) -> Pl
         return plan
     stays = set(plan.layout.values()) - set(plan.nodes_to_free)
     free = {n.id: dict(n.available) for n in snapshot.nodes if n.alive and not n.draining}
+    gpus = {n.id: gpu_instances(n) for n in snapshot.nodes if n.id in free}
     hosting: dict[str, list[Replica]] = defaultdict(list)
     for replica in snapshot.replicas:
         if replica.node_id in free:
@@ -36,7 +39,7 @@ def as_serve_places(snapshot: Snapshot, plan: Plan, max_draining: int = 1) -> Pl
     while remaining:
         for first in remaining:
             wave = [first, *[n for n in remaining if n != first][: max_draining - 1]]
-            landed = _replay(snapshot, wave, remaining, free, hosting, stays)
+            landed = _replay(snapshot, wave, remaining, free, gpus, hosting, stays)
             if landed is not None:
                 break
         else:
@@ -44,6 +47,7 @@ def as_serve_places(snapshot: Snapshot, plan: Plan, max_draining: int = 1) -> Pl
         for replica, target in landed:
             moves.append(Move(replica.id, replica.deployment, replica.app, str(replica.node_id), target))
             free[target] = {k: v - replica.resources.get(k, 0.0) for k, v in free[target].items()}
+            gpus[target] = take_gpu(gpus[target], replica.resources.get("GPU", 0.0)) or []
             hosting[target].append(replica)
         for node in wave:
             hosting.pop(node, None)
@@ -59,11 +63,14 @@ def _replay(
     wave: list[str],
     remaining: list[str],
     free: dict[str, dict[str, float]],
+    gpus: dict[str, list[float]],
     hosting: dict[str, list[Replica]],
     stays: set[str],
 ) -> list[tuple[Replica, str]] | None:
-    """Where Serve starts the wave's replacements, largest first; None if one lands off the nodes that stay."""
+    """Where Serve starts the wave's replacements, largest first; None if one lands off the nodes that
+    stay or where its GPUs are not free as whole instances."""
     room = {n: dict(r) for n, r in free.items() if n not in wave}
+    instances = {n: list(gpus[n]) for n in room}
     busy = {n for n in room if hosting.get(n)}
     counts: dict[tuple[tuple[str, str], str], int] = defaultdict(int)
     for node, replicas in hosting.items():
@@ -87,8 +94,10 @@ def _replay(
         if not preferred:
             return None
         target = min(preferred, key=lambda n: leftover_key(room[n], replica.resources))
-        if target not in stays or target in remaining:
+        left = take_gpu(instances[target], replica.resources.get("GPU", 0.0))
+        if target not in stays or target in remaining or left is None:
             return None
+        instances[target] = left
         room[target] = {k: v - replica.resources.get(k, 0.0) for k, v in room[target].items()}
         counts[(replica.key, target)] += 1
         busy.add(target)

@@ -38,6 +38,17 @@ def test_snapshot_and_fragmentation_of_a_scaled_down_cluster(fragmented: Snapsho
     assert (fragmentation.nodes_in_use, fragmentation.lower_bound) == (2, 1)
     assert fragmentation.score == 0.5
     assert get(serving.url("a")) == b"a" and get(serving.url("b")) == b"b"
+    # Each raylet says which GPU instance holds what: it adds up to Ray's scalar count, and the two
+    # halves left on a node hold at most one GPU each.
+    for node in workers:
+        halves = len(fragmented.replicas_on(node.id))
+        if not halves:
+            assert node.gpu_free is None  # no fraction held there: no raylet asked
+            continue
+        assert node.gpu_free is not None and len(node.gpu_free) == 2
+        assert sum(node.gpu_free) == pytest.approx(node.available["GPU"])
+        assert all(0.0 <= free <= 1.0 for free in node.gpu_free)
+        assert sum(1.0 - free for free in node.gpu_free) == pytest.approx(0.5 * halves)
 
 
 def test_compaction_under_load_frees_the_planned_node_with_zero_failures(fragmented: Snapshot) -> None:

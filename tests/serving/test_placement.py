@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from servelab.serving.placement import stuck
+from servelab.serving.placement import gpu_instances, stuck, take_gpu
 from servelab.serving.snapshot import Node, Replica, Snapshot
 
 NOW = 1_000.0
@@ -34,3 +34,18 @@ def test_placed_replicas_and_unknown_start_times_are_never_stuck() -> None:
     placed = Replica("p", "d", "app", "a", {"GPU": 1.0}, state="STARTING", started_at=0.0)
     unknown = Replica("u", "d", "app", None, {"GPU": 1.0}, state="STARTING")
     assert stuck(Snapshot((node("a", 3.0),), (placed, unknown), taken_at=NOW), after_s=30) == []
+
+
+def test_gpus_are_taken_per_instance_as_the_raylet_does() -> None:
+    assert take_gpu([0.5, 0.5], 1.0) is None  # "1.0 GPU free", no GPU entirely free
+    assert take_gpu([0.5, 1.0, 1.0], 2.0) == [0.5, 0.0, 0.0]
+    assert take_gpu([1.0, 0.75, 0.5], 0.5) == [1.0, 0.75, 0.0]  # the best-fitting instance
+    assert take_gpu([1.0, 0.25], 0.5) == [0.5, 0.25]
+    assert take_gpu([0.25, 0.25], 0.5) is None
+    assert take_gpu([0.0], 0.0) == [0.0]
+
+
+def test_unread_gpu_instances_follow_the_scalar_count() -> None:
+    assert gpu_instances(Node("a", "gpu", {"GPU": 4.0}, {"GPU": 2.5})) == [1.0, 1.0, 0.5, 0.0]
+    assert gpu_instances(Node("a", "gpu", {"GPU": 2.0}, {"GPU": 1.0}, gpu_free=(0.5, 0.5))) == [0.5, 0.5]
+    assert gpu_instances(Node("c", "cpu", {"CPU": 8.0}, {"CPU": 8.0})) == []

@@ -6,6 +6,7 @@ import itertools
 import json
 import random
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -285,3 +286,56 @@ def test_plan_and_snapshot_serialise_to_json() -> None:
 def test_bad_arguments(arguments: dict, message: str) -> None:
     with pytest.raises(PlanError, match=message):
         plan(fragmented_cluster(10), **arguments)
+
+
+def split_halves() -> Snapshot:
+    """Node a: two half-GPU replicas on different GPUs ("1.0 GPU free", no GPU entirely free); node b:
+    one whole-GPU replica and an entirely free GPU. Ray's scalar view would move b's replica onto a."""
+    halves = {"GPU": 0.5, "CPU": 1.0}
+    snap = cluster(
+        [node("a", gpus=2.0), node("b", gpus=2.0)],
+        {"a": [replica("h1", halves, "half"), replica("h2", halves, "half")], "b": [replica("w", GPU, "whole")]},
+    )
+    gpu_free = {"a": (0.5, 0.5), "b": (0.0, 1.0)}
+    return replace(snap, nodes=tuple(replace(n, gpu_free=gpu_free[n.id]) for n in snap.nodes))
+
+
+@pytest.mark.parametrize("exact_limit", [60, 0])
+def test_a_whole_gpu_replica_never_moves_onto_gpus_that_are_only_partly_free(exact_limit: int) -> None:
+    snap = split_halves()
+    result = plan(snap, exact_limit=exact_limit)
+    assert result.nodes_to_free == ("a",)
+    assert sorted(m.replica for m in result.moves) == ["h1", "h2"]
+    assert {m.target for m in result.moves} == {"b"}
+    unknown = replace(snap, nodes=tuple(replace(n, gpu_free=None) for n in snap.nodes))
+    assert [m.replica for m in plan(unknown, exact_limit=exact_limit).moves] == ["w"]  # the scalar view: one move
+
+
+def test_where_no_gpu_is_entirely_free_a_whole_gpu_replica_blocks_its_node() -> None:
+    snap = split_halves()
+    crowded = replace(snap, nodes=tuple(replace(n, gpu_free=(0.5, 0.5) if n.id == "a" else (0.0, 0.5)) for n in snap.nodes))
+    crowded = replace(
+        crowded, nodes=tuple(replace(n, available={**n.available, "GPU": sum(n.gpu_free or ())}) for n in crowded.nodes)
+    )
+    result = plan(crowded)
+    assert result.nodes_to_free == ()
+    assert "fits on no node" in result.blocked["b"] or "kept" in result.blocked["b"]
+
+
+def test_fractions_fill_partly_free_gpus_before_they_open_a_free_one() -> None:
+    quarter = {"GPU": 0.25, "CPU": 1.0}
+    snap = cluster(
+        [node("a", gpus=2.0), node("b", gpus=2.0), node("c", gpus=1.0)],
+        {
+            "a": [replica("w1", GPU, "whole"), replica("q1", quarter, "q"), replica("q2", quarter, "q")],
+            "b": [replica("w2", GPU, "whole")],
+            "c": [replica("q3", quarter, "q"), replica("q4", quarter, "q")],
+        },
+    )
+    # a: one GPU full, one half used by the quarters; b: one GPU free; c: half used.
+    gpu_free = {"a": (0.0, 0.5), "b": (0.0, 1.0), "c": (0.5,)}
+    snap = replace(snap, nodes=tuple(replace(n, gpu_free=gpu_free[n.id]) for n in snap.nodes))
+    result = plan(snap)
+    assert_valid(snap, result)
+    assert result.nodes_after == 2  # c's quarters fill a's half-free GPU, or b's free one: either way c is freed
+    assert "c" in result.nodes_to_free

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from servelab.serving.planner import Move, Plan
 from servelab.serving.snapshot import Node, Replica, Snapshot
 from servelab.serving.steering import as_serve_places
@@ -45,3 +47,16 @@ def test_nodes_drain_together_when_one_at_a_time_serve_would_fill_the_next_one_t
     assert as_serve_places(snap, plan, max_draining=1) is plan  # no order keeps to it: the executor re-plans
     together = as_serve_places(snap, plan, max_draining=2)
     assert sorted((m.replica, m.target) for m in together.moves) == [("r1", "s"), ("r2", "s")]
+
+
+def test_an_order_in_which_serve_sends_a_whole_gpu_to_split_halves_is_not_taken() -> None:
+    # s1 shows 1.0 GPU free, the best fit by Serve's scalar view, but as two half-free GPUs: the
+    # raylet cannot start a 1-GPU replica there. No order avoids it, so the plan is not steered.
+    snap = Snapshot(
+        (replace(node("s1", 2, 1.0), gpu_free=(0.5, 0.5)), node("s2", 4, 2.0), node("v", 2, 1.0)),
+        (replica("h1", "s1", 0.5), replica("h2", "s1", 0.5), replica("b", "s2", 2.0), replica("r", "v", 1.0)),
+    )
+    plan = plan_for(snap, [("r", "v", "s2")])
+    assert as_serve_places(snap, plan) is plan
+    whole = replace(snap, nodes=tuple(replace(n, gpu_free=(0.0, 1.0)) if n.id == "s1" else n for n in snap.nodes))
+    assert [m.target for m in as_serve_places(whole, plan).moves] == ["s1"]
