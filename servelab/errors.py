@@ -39,6 +39,10 @@ class DeploymentNotFoundError(DeploymentError):
     """No deployment by that name exists on the cluster."""
 
 
+class ModelNotFoundError(DeploymentError):
+    """A request to a multiplexed deployment named a model id that is malformed or cannot be loaded."""
+
+
 class CompactionError(ServelabError):
     """A compaction cannot be planned or run as asked."""
 

@@ -35,7 +35,7 @@ from servelab.serving.fragmentation import Fragmentation, fragmentation
 from servelab.serving.llm import deploy_llm
 from servelab.serving.planner import Move, Plan, PlanError, plan, projected
 from servelab.serving.reader import snapshot
-from servelab.serving.snapshot import DeploymentInfo, Node, Replica, Snapshot
+from servelab.serving.snapshot import DeploymentInfo, ModelCount, Node, Replica, Snapshot
 
 __all__ = [
     "AutoPolicy",
@@ -49,6 +49,7 @@ __all__ = [
     "Fragmentation",
     "LatencyStats",
     "LoadProbe",
+    "ModelCount",
     "Move",
     "Node",
     "NodeType",

@@ -14,6 +14,7 @@ from typing import Any
 
 from servelab.errors import DeploymentError, DeploymentNotFoundError, LoaderError
 from servelab.serving import context, ray_adapter
+from servelab.serving.multiplex import MODELS, check_template, multiplexed_class
 from servelab.serving.placement import fits
 from servelab.serving.reader import snapshot
 from servelab.serving.snapshot import DeploymentInfo, format_resources
@@ -57,6 +58,8 @@ def deploy(
     memory: int | None = None,
     weights: str | None = None,
     weights_options: dict[str, Any] | None = None,
+    multiplex: str | None = None,
+    max_models_per_replica: int = 3,
     autoscaling: dict[str, Any] | None = None,
     max_replicas_per_node: int | None = None,
     app: str | None = None,
@@ -74,18 +77,31 @@ def deploy(
     before the cluster changes; a new deployment that fails to start is removed again, so no
     half-started model stays served. ``on_progress`` is called with a DeployProgress while it starts.
 
+    With ``multiplex`` (a URI template with a ``{model_id}`` field) one deployment serves many
+    models: each request names one (header ``serve_multiplexed_model_id``), a replica streams it on
+    first use and keeps at most ``max_models_per_replica``, least recently used out first
+    (``servelab.serving.multiplex``); ``snapshot()`` shows each replica's per-model counts.
+
     >>> deploy("classifier", Classifier, replicas=3, gpus=0.5, weights="s3://models/resnet.safetensors")
+    >>> deploy("adapters", Scorer, replicas=2, multiplex="s3://models/{model_id}/model.safetensors", max_models_per_replica=4)
     """
     context.current()
     options = _validated(name, target, replicas, gpus, cpus, memory, weights, autoscaling, max_replicas_per_node)
     check_some_node_fits(name, {"CPU": float(cpus), "GPU": float(gpus), **({"memory": float(memory)} if memory else {})})
+    if multiplex is not None:
+        if weights is not None or not isinstance(target, type):
+            raise DeploymentError(
+                f"{name!r}: multiplex= hands each model's weights to a class's constructor; give a class and no weights=."
+            )
+        check_template(name, multiplex, max_models_per_replica)
+        target = multiplexed_class(target, multiplex, max_models_per_replica, weights_options or {})
     if weights is not None:
         _check_weights(name, weights, weights_options or {})
         target = _with_weights(target, weights, weights_options or {})
     app = app or name
     prefix = f"/{app}" if route_prefix == "auto" else route_prefix
     existed = any(d.app == app for d in ray_adapter.serve_state().deployments)
-    ray_adapter.forget(WEIGHTS, f"{app}/{name}/")
+    _forget_reports(f"{app}/{name}/")
     ray_adapter.run_app(target, name, app, prefix, options, tuple(init_args), dict(init_kwargs or {}))
     try:
         wait_running(name, app, timeout_s, on_progress)
@@ -116,7 +132,7 @@ def delete(name: str, app: str | None = None) -> None:
     """
     info = find(name, app)
     ray_adapter.delete_app(info.app)
-    ray_adapter.forget(WEIGHTS, f"{info.app}/")
+    _forget_reports(f"{info.app}/")
 
 
 def delete_all() -> None:
@@ -124,7 +140,7 @@ def delete_all() -> None:
     context.current()
     for app in sorted({d.app for d in ray_adapter.serve_state().deployments}):
         ray_adapter.delete_app(app)
-        ray_adapter.forget(WEIGHTS, f"{app}/")
+        _forget_reports(f"{app}/")
 
 
 def handle(name: str, app: str | None = None) -> Any:
@@ -256,6 +272,12 @@ def _validated(
             raise DeploymentError(f"{name!r}: max_replicas_per_node={max_per_node!r} must be a positive integer.")
         options["max_replicas_per_node"] = max_per_node
     return options
+
+
+def _forget_reports(prefix: str) -> None:
+    """Drop what replicas of a replaced or deleted application reported (weight loads, model counts)."""
+    for kind in (WEIGHTS, MODELS):
+        ray_adapter.forget(kind, prefix)
 
 
 def check_some_node_fits(name: str, shape: dict[str, float]) -> None:

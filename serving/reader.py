@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from servelab.serving import context, ray_adapter
 from servelab.serving.cluster import node_type_of
+from servelab.serving.multiplex import counts_by_replica
 from servelab.serving.snapshot import Node, Snapshot
 
 DRAIN_RECORD = "drain"  # key-value records of the drains servelab started, by node id
@@ -48,7 +50,9 @@ def snapshot() -> Snapshot:
                 gpu_free=ray_adapter.gpu_free(raw, free.get("GPU", 0.0)) if split else None,
             )
         )
-    return Snapshot(tuple(nodes), serve.replicas, taken_at=time.time(), deployments=serve.deployments)
+    counts = counts_by_replica()
+    replicas = tuple(replace(r, models=counts[r.id]) if r.id in counts else r for r in serve.replicas)
+    return Snapshot(tuple(nodes), replicas, taken_at=time.time(), deployments=serve.deployments)
 
 
 def _drained_by(node_id: str, draining: set[str], ours: set[str], migrating: set[str | None]) -> str | None:

@@ -48,6 +48,25 @@ class Node:
 
 
 @dataclass(frozen=True)
+class ModelCount:
+    """One model on one multiplexed replica: requests it served, how often it was loaded and evicted."""
+
+    model_id: str
+    requests: int = 0
+    misses: int = 0  # loads: the model was not on the replica
+    evictions: int = 0
+    errors: int = 0  # loads that failed (no such model, a bad checkpoint)
+    load_s: float = 0.0
+    nbytes: int = 0
+    loaded: bool = False  # on the replica now
+
+    @property
+    def hits(self) -> int:
+        """Requests the replica answered with the model already loaded."""
+        return self.requests - self.misses
+
+
+@dataclass(frozen=True)
 class Replica:
     """One Serve replica: where it runs and what it holds there."""
 
@@ -61,6 +80,7 @@ class Replica:
     max_replicas_per_node: int | None = None
     started_at: float | None = None  # when Serve created it (epoch seconds)
     actor_name: str | None = None
+    models: tuple[ModelCount, ...] = ()  # multiplexed deployments: per-model counts, as the replica last reported them
 
     @property
     def key(self) -> tuple[str, str]:
@@ -148,7 +168,9 @@ class Snapshot:
     def from_dict(cls, data: dict[str, Any]) -> Snapshot:
         return cls(
             nodes=tuple(Node(**{**n, "gpu_free": _tuple(n.get("gpu_free"))}) for n in data["nodes"]),
-            replicas=tuple(Replica(**r) for r in data["replicas"]),
+            replicas=tuple(
+                Replica(**{**r, "models": tuple(ModelCount(**m) for m in r.get("models", ()))}) for r in data["replicas"]
+            ),
             taken_at=data.get("taken_at", 0.0),
             deployments=tuple(DeploymentInfo(**d) for d in data.get("deployments", ())),
         )
