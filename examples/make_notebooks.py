@@ -440,6 +440,127 @@ print("each holds:", servers[0].resources)""",
     ("code", "%servelab down"),
 ]
 
+MANY_MODELS = [
+    (
+        "md",
+        """# Many models on few replicas, and fast scale-up from peers
+
+Two things that make replicas come up fast and GPUs go further:
+
+- **Multiplexing**: one deployment serves many models. Each request names its model (the
+  `serve_multiplexed_model_id` header, as Ray Serve does); a replica **streams** a model's weights the
+  first time it is asked for, keeps a few, and evicts the least recently used. Ray Serve routes later
+  requests for a model to the replicas that hold it.
+- **The peer weight cache**: the first replica of a deployment streams its checkpoint from remote storage
+  and publishes it to Ray's object store; replicas started later load it from there, over the cluster's
+  network, instead of from remote storage. Each replica's **timeline** says where its weights came from.""",
+    ),
+    (
+        "code",
+        """%load_ext servelab
+%servelab up --nodes 2 --gpus-per-node 2 --cpus-per-node 1""",
+    ),
+    (
+        "md",
+        """## Six models, one deployment
+
+Six small scorers, each a checkpoint of its own under one directory (an `s3://` or `https://` prefix
+works the same way). The class is written for one model; `--multiplex` gives its constructor the
+weights of whichever model a request names. Each replica keeps at most two.""",
+    ),
+    (
+        "code",
+        """import tempfile, torch
+from pathlib import Path
+from safetensors.torch import save_file
+
+models = Path(tempfile.mkdtemp(prefix="servelab-models-"))
+for i in range(6):
+    (models / f"scorer-{i}").mkdir()
+    save_file({"w": torch.full((16,), float(i))}, models / f"scorer-{i}" / "model.safetensors")""",
+    ),
+    (
+        "code",
+        """%%deploy scorers --multiplex {models}/{{model_id}}/model.safetensors --max-models 2 --gpus 0.5
+class Scorer:
+    def __init__(self, weights):
+        self.w = weights["w"]
+
+    async def __call__(self, request):
+        return {"score": float(self.w.sum())}""",
+    ),
+    (
+        "md",
+        """Requests follow a skewed pattern, as real traffic does: a few models are asked for often, most rarely.""",
+    ),
+    (
+        "code",
+        """import random, requests
+from servelab import serving
+
+rng = random.Random(0)
+trace = rng.choices([f"scorer-{i}" for i in range(6)], weights=[1 / (k + 1) ** 1.2 for k in range(6)], k=60)
+answers = [
+    requests.get(serving.url("scorers"), headers={"serve_multiplexed_model_id": m}, timeout=30).json()["score"]
+    for m in trace
+]""",
+    ),
+    (
+        "code",
+        """# NBVAL_CHECK_OUTPUT
+print("every answer from the model asked for:", answers == [16.0 * int(m.split("-")[1]) for m in trace])
+unknown = requests.get(serving.url("scorers"), headers={"serve_multiplexed_model_id": "scorer-99"}, timeout=30)
+print("an unknown model:", unknown.status_code, unknown.json()["error"].split(" cannot")[0])""",
+    ),
+    (
+        "md",
+        """`ModelsView` shows, per model, the replicas holding it, requests, hit rate, loads, evictions and load time.""",
+    ),
+    ("code", 'from servelab.widgets import ModelsView, TimelineView\nModelsView("scorers")'),
+    (
+        "code",
+        """# NBVAL_CHECK_OUTPUT
+import time
+time.sleep(1.5)  # hits are reported once a second
+counts = [c for r in serving.snapshot().replicas if r.deployment == "scorers" for c in r.models]
+print("requests counted:", sum(c.requests for c in counts), "of", len(trace))
+print("every request a hit or a load:", sum(c.hits + c.misses for c in counts) == len(trace))
+print("models held now:", sum(c.loaded for c in counts), "- evicted at some point:", sum(c.evictions for c in counts) > 0)""",
+    ),
+    (
+        "md",
+        """## Scale-up from the peer cache
+
+A 64 MB checkpoint, one replica first. Then two more: they load the weights from the replica that
+streamed them, through Ray's object store, and remote storage is read once.""",
+    ),
+    (
+        "code",
+        """checkpoint = models / "ranker.safetensors"
+save_file({"w": torch.randn(4096, 4096, generator=torch.Generator().manual_seed(0))}, checkpoint)""",
+    ),
+    (
+        "code",
+        """%%deploy ranker --weights {checkpoint} --gpus 0.5
+class Ranker:
+    def __init__(self, weights):
+        self.norm = float(weights["w"].norm())
+
+    async def __call__(self, request):
+        return {"norm": self.norm}""",
+    ),
+    ("code", "%scale ranker 3"),
+    ("code", 'TimelineView("ranker")'),
+    (
+        "code",
+        """# NBVAL_CHECK_OUTPUT
+timelines = serving.replica_timelines("ranker")
+print("weights from:", sorted(t.source for t in timelines))
+print("cached:", [(Path(e.uri).name, e.reads) for e in serving.weight_cache()])""",
+    ),
+    ("code", "%servelab down"),
+]
+
 
 def executed(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """Run ``nb`` in a fresh kernel; keep only the stream outputs of checked cells."""
@@ -455,7 +576,13 @@ def executed(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 def main(only: list[str]) -> None:
     """Write every tutorial, or those named on the command line (``03_compaction``)."""
-    tutorials = {"01_quickstart": QUICKSTART, "02_streaming_weights": STREAMING, "03_compaction": COMPACTION, "05_llm": LLM}
+    tutorials = {
+        "01_quickstart": QUICKSTART,
+        "02_streaming_weights": STREAMING,
+        "03_compaction": COMPACTION,
+        "04_many_models": MANY_MODELS,
+        "05_llm": LLM,
+    }
     for name, cells in tutorials.items():
         if only and name not in only:
             continue

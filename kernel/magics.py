@@ -126,9 +126,15 @@ class ServelabMagics(Magics):
         """Deploy the class the cell defines, or an LLM on vLLM; waits until its replicas run.
 
         %%deploy NAME [--replicas 1] [--gpus 0] [--cpus 0] [--weights URI] [--app APP] [--max-per-node K] [--class CLS]
+                [--multiplex URI_TEMPLATE --max-models K] [--no-peer-cache]
         class Model:
             def __init__(self, weights): ...          # weights: dict of tensors, streamed (with --weights)
             async def __call__(self, request): ...
+
+            With --multiplex 's3://bucket/models/{model_id}/model.safetensors' one deployment serves many
+            models: a request names one in the header serve_multiplexed_model_id, a replica streams it on
+            first use into Model(weights) and keeps at most --max-models (default 3), least recently used out.
+            With --weights, replicas after the first load the weights from the cluster's peer cache.
 
         %deploy llm NAME --model URI [--replicas 1] [--gpus-per-replica G] [--tensor-parallel 1]
                 [--max-model-len N] [--engine-kwargs VAR] [--storage-options VAR]
@@ -154,8 +160,12 @@ class ServelabMagics(Magics):
     @argument("--app", help="application name (default: the deployment's name)")
     @argument("--max-per-node", type=int, help="at most K replicas on one node")
     @argument("--class", dest="cls", metavar="CLS", help="the class to deploy (default: the last one the cell defines)")
+    @argument("--multiplex", metavar="URI_TEMPLATE", help="serve many models: checkpoint URI with a {model_id} field")
+    @argument("--max-models", type=int, default=3, help="models one replica keeps loaded with --multiplex (default 3)")
+    @argument("--no-peer-cache", action="store_true", help="every replica streams --weights from the source, not from peers")
     def _deploy_class(self, line: str, cell: str) -> Deployed:
-        """%%deploy NAME [--replicas 1] [--gpus 0] [--cpus 0] [--weights URI] [--app APP] [--max-per-node K] [--class CLS]"""
+        """%%deploy NAME [--replicas 1] [--gpus 0] [--cpus 0] [--weights URI] [--app APP] [--max-per-node K] [--class CLS]
+        [--multiplex URI_TEMPLATE --max-models K] [--no-peer-cache]"""
         from servelab import serving
         from servelab.serving import context
 
@@ -172,6 +182,9 @@ class ServelabMagics(Magics):
                 cpus=args.cpus,
                 weights=args.weights,
                 weights_options=options,
+                multiplex=args.multiplex,
+                max_models_per_replica=args.max_models,
+                peer_cache=not args.no_peer_cache,
                 app=args.app,
                 max_replicas_per_node=args.max_per_node,
                 timeout_s=self.timeout_s,

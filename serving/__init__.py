@@ -24,6 +24,7 @@ from servelab.serving.deployments import (
     deployments,
     find,
     handle,
+    replica_timelines,
     scale,
     url,
     wait_healthy,
@@ -35,12 +36,15 @@ from servelab.serving.fragmentation import Fragmentation, fragmentation
 from servelab.serving.llm import deploy_llm
 from servelab.serving.planner import Move, Plan, PlanError, plan, projected
 from servelab.serving.reader import snapshot
+from servelab.serving.replica_weights import ReplicaTimeline
 from servelab.serving.snapshot import DeploymentInfo, ModelCount, Node, Replica, Snapshot
+from servelab.serving.weight_cache import CacheEntry, evict_weights, weight_cache
 
 __all__ = [
     "AutoPolicy",
     "AutoStatus",
     "Budget",
+    "CacheEntry",
     "ClusterRecord",
     "CompactionEvent",
     "CompactionReport",
@@ -56,6 +60,7 @@ __all__ = [
     "Plan",
     "PlanError",
     "Replica",
+    "ReplicaTimeline",
     "Snapshot",
     "WeightLoad",
     "add_node",
@@ -70,6 +75,7 @@ __all__ = [
     "deploy_llm",
     "deployments",
     "down",
+    "evict_weights",
     "find",
     "find_clusters",
     "fragmentation",
@@ -77,10 +83,12 @@ __all__ = [
     "plan",
     "projected",
     "remove_node",
+    "replica_timelines",
     "scale",
     "snapshot",
     "up",
     "url",
     "wait_healthy",
+    "weight_cache",
     "weight_loads",
 ]

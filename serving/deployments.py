@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from servelab.errors import DeploymentError, DeploymentNotFoundError, LoaderError
-from servelab.serving import context, ray_adapter
+from servelab.serving import context, ray_adapter, weight_cache
 from servelab.serving.multiplex import MODELS, check_template, multiplexed_class
 from servelab.serving.placement import fits
 from servelab.serving.reader import snapshot
+from servelab.serving.replica_weights import REMOTE, TIMELINE, ReplicaTimeline, timelines, with_weights
 from servelab.serving.snapshot import DeploymentInfo, format_resources
 
-WEIGHTS = "weights"  # the kind of the replicas' reports in the cluster's key-value store
 FAILED = ("DEPLOY_FAILED", "UNHEALTHY")
 
 
@@ -33,6 +33,7 @@ class WeightLoad:
     node_id: str
     seconds: float
     nbytes: int
+    source: str = REMOTE  # "remote" (the checkpoint's URI) or "peer" (the cluster's weight cache)
 
     @property
     def gbps(self) -> float:
@@ -60,6 +61,7 @@ def deploy(
     weights_options: dict[str, Any] | None = None,
     multiplex: str | None = None,
     max_models_per_replica: int = 3,
+    peer_cache: bool = True,
     autoscaling: dict[str, Any] | None = None,
     max_replicas_per_node: int | None = None,
     app: str | None = None,
@@ -73,7 +75,10 @@ def deploy(
 
     With ``weights`` (any fsspec URI of a safetensors checkpoint), each replica's constructor gets
     the state dict streamed by ``servelab.loader`` as its first argument (``weights_options`` go to
-    ``load()``); each replica reports how long that took (``weight_loads()``). Everything is checked
+    ``load()``); each replica reports how long that took (``weight_loads()``, ``replica_timelines()``).
+    With ``peer_cache`` (the default) the first replica publishes the weights to the cluster's object
+    store and later replicas load them from there instead of remote storage (``weight_cache()``);
+    a deploy reads the source afresh. Everything is checked
     before the cluster changes; a new deployment that fails to start is removed again, so no
     half-started model stays served. ``on_progress`` is called with a DeployProgress while it starts.
 
@@ -97,7 +102,10 @@ def deploy(
         target = multiplexed_class(target, multiplex, max_models_per_replica, weights_options or {})
     if weights is not None:
         _check_weights(name, weights, weights_options or {})
-        target = _with_weights(target, weights, weights_options or {})
+        if peer_cache:
+            weight_cache.directory(create=True)
+            weight_cache.evict_weights(weights)
+        target = with_weights(target, weights, weights_options or {}, peer_cache)
     app = app or name
     prefix = f"/{app}" if route_prefix == "auto" else route_prefix
     existed = any(d.app == app for d in ray_adapter.serve_state().deployments)
@@ -196,8 +204,26 @@ def weight_loads(name: str | None = None, app: str | None = None) -> list[Weight
     """
     context.current()
     prefix = f"{app}/" if app else ""
-    loads = [WeightLoad(**value) for value in ray_adapter.reports(WEIGHTS, prefix).values()]
-    return [w for w in loads if name is None or w.deployment == name]
+    return [
+        WeightLoad(t.replica, t.deployment, t.app, t.node_id, t.weights_s, t.nbytes, t.source)
+        for t in timelines(prefix)
+        if name is None or t.deployment == name
+    ]
+
+
+def replica_timelines(name: str | None = None, app: str | None = None) -> list[ReplicaTimeline]:
+    """Each replica's start, phase by phase (deployments with ``weights=``): scheduled, weights from
+    which source, constructed, first request; oldest first. ``TimelineView`` draws them.
+
+    >>> [(t.source, round(t.weights_s, 2)) for t in replica_timelines("classifier")]
+    """
+    context.current()
+    scheduled = {r.id: r.started_at for r in snapshot().replicas}
+    return [
+        replace(t, scheduled=scheduled.get(t.replica))
+        for t in timelines(f"{app}/" if app else "")
+        if name is None or t.deployment == name
+    ]
 
 
 def all_healthy() -> bool:
@@ -276,7 +302,7 @@ def _validated(
 
 def _forget_reports(prefix: str) -> None:
     """Drop what replicas of a replaced or deleted application reported (weight loads, model counts)."""
-    for kind in (WEIGHTS, MODELS):
+    for kind in (TIMELINE, MODELS):
         ray_adapter.forget(kind, prefix)
 
 
@@ -299,30 +325,3 @@ def _check_weights(name: str, uri: str, options: dict[str, Any]) -> None:
         inspect(uri, options.get("storage_options"), options.get("include"))
     except LoaderError as exc:
         raise DeploymentError(f"{name!r}: weights cannot be loaded: {exc}") from exc
-
-
-def _with_weights(cls: type, uri: str, options: dict[str, Any]) -> type:
-    """A subclass of ``cls`` whose constructor streams the weights, passes them first, and reports the load."""
-
-    class WithWeights(cls):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            from servelab.loader import load
-
-            started = time.perf_counter()
-            state = load(uri, device="auto", progress=False, **options)
-            self.servelab_weights_load_s = time.perf_counter() - started
-            _report_load(self.servelab_weights_load_s, sum(t.nbytes for t in state.values()))
-            super().__init__(state, *args, **kwargs)
-
-    WithWeights.__name__ = cls.__name__
-    WithWeights.__qualname__ = cls.__qualname__
-    return WithWeights
-
-
-def _report_load(seconds: float, nbytes: int) -> None:
-    identity = ray_adapter.replica_identity()
-    if identity is None:
-        return
-    app, deployment, replica = identity
-    record = WeightLoad(replica, deployment, app, ray_adapter.current_node_id(), seconds, nbytes)
-    ray_adapter.report(WEIGHTS, f"{app}/{deployment}/{replica}", record.__dict__)

@@ -6,7 +6,8 @@ replica streams that model's checkpoint from ``template.format(model_id=...)`` t
 builds the class with the state dict, keeps at most ``max_models`` per replica (least recently used
 out first) and Serve routes later requests for the model to the replicas that hold it. Each replica
 counts, per model, requests, hits, misses, evictions, load seconds and bytes, and reports them to
-the cluster's key-value store, from where ``snapshot()`` reads them.
+the cluster's key-value store, from where ``snapshot()`` reads them. A GET that names no model
+answers what the deployment serves (so health probes and ``%compact``'s request loop see 200s).
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ def multiplexed_class(cls: type, template: str, max_models: int, load_options: d
 
         async def __call__(self, request: Any = None) -> Any:
             model_id = serve.get_multiplexed_model_id()
+            if not model_id and getattr(request, "method", None) == "GET":
+                return self._describe()
             try:
                 if not model_id:
                     raise ModelNotFoundError(
@@ -98,6 +101,14 @@ def multiplexed_class(cls: type, template: str, max_models: int, load_options: d
             self._count(model_id, requests=1)
             answer = held.model(request)
             return await answer if inspect.isawaitable(answer) else answer
+
+        def _describe(self) -> dict[str, Any]:
+            """A GET naming no model (a browser, a health probe): what this deployment serves and how to ask."""
+            return {
+                "template": template,
+                "loaded_here": sorted(m for m, c in self._counts.items() if c.loaded),
+                "ask": f"send the header {HEADER!r} with a model id (or a handle's multiplexed_model_id)",
+            }
 
         async def _check(self, model_id: str) -> None:
             """Read a new id's checkpoint headers before Serve loads it: Serve evicts a model before it

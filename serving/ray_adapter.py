@@ -468,24 +468,31 @@ def deployment_handle(name: str, app: str) -> Any:
 # --- servelab's own actors -----------------------------------------------------------------------
 
 
-def start_on_head(cls: type, name: str, *args: Any) -> Any:
-    """Start ``cls`` as a detached actor named ``name`` on the head node (compaction never drains it).
+def start_on_head(cls: type, name: str, *args: Any, max_concurrency: int = 2) -> Any:
+    """Start ``cls`` as a detached actor named ``name`` on the head node (compaction never drains it)."""
+    head = next(n.id for n in nodes() if n.head and n.alive)
+    return start_on_node(cls, name, head, *args, max_concurrency=max_concurrency)
+
+
+def start_on_node(cls: type, name: str, node_id: str, *args: Any, max_concurrency: int = 2) -> Any:
+    """Start ``cls`` as a detached actor named ``name`` on node ``node_id``, or get the one running.
 
     It needs no CPU, so it never keeps a replica from a node, and it outlives the process that started it.
+    Two processes starting it at once get the same actor.
     """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    head = next(n.id for n in nodes() if n.head and n.alive)
     return (
         ray.remote(cls)
         .options(
             name=name,
             namespace=KV_NAMESPACE,
             lifetime="detached",
+            get_if_exists=True,
             num_cpus=0,
-            max_concurrency=2,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=False),
+            max_concurrency=max_concurrency,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
         )
         .remote(*args)
     )
@@ -505,6 +512,24 @@ def call(actor: Any, method: str, *args: Any) -> Any:
     import ray
 
     return ray.get(getattr(actor, method).remote(*args))
+
+
+def put(value: Any) -> Any:
+    """Put ``value`` in this node's object store, owned by this process."""
+    import ray
+
+    return ray.put(value)
+
+
+def get_object(ref: Any, timeout_s: float) -> Any | None:
+    """The object behind ``ref``, or None where it is lost (its owner or every copy gone)."""
+    import ray
+    from ray.exceptions import GetTimeoutError, ObjectLostError, OwnerDiedError
+
+    try:
+        return ray.get(ref, timeout=timeout_s)
+    except (ObjectLostError, OwnerDiedError, GetTimeoutError):
+        return None
 
 
 def kill_actor(actor: Any) -> None:

@@ -1,4 +1,4 @@
-"""Live views of a cluster in the notebook: ClusterView, CompactionPanel and LoadProgressView.
+"""Live views of a cluster in the notebook: ClusterView, CompactionPanel, LoadProgressView, ModelsView, TimelineView.
 
 >>> from servelab.widgets import ClusterView
 >>> ClusterView()          # refreshes itself; %servelab view does the same
@@ -7,5 +7,7 @@
 from servelab.widgets.cluster_view import ClusterView
 from servelab.widgets.compaction_panel import CompactionPanel
 from servelab.widgets.load_progress import LoadProgressView
+from servelab.widgets.models_view import ModelsView
+from servelab.widgets.timeline_view import TimelineView
 
-__all__ = ["ClusterView", "CompactionPanel", "LoadProgressView"]
+__all__ = ["ClusterView", "CompactionPanel", "LoadProgressView", "ModelsView", "TimelineView"]

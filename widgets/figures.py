@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from servelab.serving.snapshot import Snapshot
-from servelab.widgets.model import FREE, OTHER, STRANDED, Segment, node_label, resources_of, segments
+from servelab.widgets.model import FREE, OTHER, PHASES, STRANDED, Phase, Segment, node_label, resources_of, segments
 
 PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#B279A2", "#72B7B2", "#EECA3B", "#FF9DA6", "#9D755D", "#E45756", "#79706E")
 FIXED = {OTHER: "#A0A0A0", STRANDED: "#F2A7A0", FREE: "#EEEEEE"}
@@ -108,3 +108,40 @@ def _rows(snapshot: Snapshot) -> list[str]:
 def _amount(segment: Segment) -> str:
     amount = segment.amount / 2**30 if segment.resource == "memory" else segment.amount
     return f"{amount:g} {UNITS.get(segment.resource, segment.resource)}"
+
+
+PHASE_COLOURS = dict(zip(PHASES, ("#BBBBBB", "#E45756", "#54A24B", "#4C78A8", "#EEEEEE"), strict=True))
+
+
+def timeline_figure(phases: list[Phase], title: str = "") -> Any:
+    """A Gantt chart of replica starts: one row per replica, one bar per phase."""
+    import plotly.graph_objects as go
+
+    rows = list(dict.fromkeys(p.replica for p in phases))
+    figure = go.Figure()
+    for name in PHASES:
+        mine = [p for p in phases if p.phase == name]
+        if mine:
+            figure.add_trace(
+                go.Bar(
+                    name=name,
+                    y=[p.replica for p in mine],
+                    x=[p.seconds for p in mine],
+                    base=[p.start_s for p in mine],
+                    orientation="h",
+                    marker={"color": PHASE_COLOURS[name], "line": {"color": "#888", "width": 0.5}},
+                    customdata=[[p.detail, p.start_s + p.seconds] for p in mine],
+                    hovertemplate="%{y}: " + name + " %{x:.2f} s (to %{customdata[1]:.2f} s)<br>%{customdata[0]}<extra></extra>",
+                )
+            )
+    figure.update_layout(
+        title=title,
+        barmode="overlay",
+        height=120 + 34 * len(rows),
+        margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 40},
+        xaxis={"title": "seconds since the first replica was scheduled", "rangemode": "tozero"},
+        yaxis={"categoryorder": "array", "categoryarray": rows[::-1], "automargin": True},
+        legend={"orientation": "h", "y": -0.25 if rows else 0},
+        template="plotly_white",
+    )
+    return figure

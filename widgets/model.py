@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from servelab.serving.fragmentation import Fragmentation, fragmentation, stranded_by_node
+from servelab.serving.replica_weights import ReplicaTimeline
 from servelab.serving.snapshot import Node, Snapshot
 
 RESOURCES = ("GPU", "CPU", "memory")
@@ -113,3 +114,90 @@ def node_segments(snapshot: Snapshot, node: Node, strand: dict[str, dict[str, fl
 def holders(snapshot: Snapshot) -> list[str]:
     """Deployments as ``app/deployment``, sorted: one colour each."""
     return sorted({f"{r.app}/{r.deployment}" for r in snapshot.replicas})
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """One model of multiplexed deployments, summed over their replicas."""
+
+    model_id: str
+    held_by: int  # replicas holding it now
+    requests: int
+    misses: int
+    evictions: int
+    errors: int
+    load_s: float
+    nbytes: int
+
+    @property
+    def hits(self) -> int:
+        return self.requests - self.misses
+
+    @property
+    def hit_rate(self) -> float | None:
+        return self.hits / self.requests if self.requests else None
+
+    @property
+    def mean_load_s(self) -> float | None:
+        return self.load_s / self.misses if self.misses else None
+
+
+def model_rows(snapshot: Snapshot, deployment: str | None = None) -> list[ModelRow]:
+    """Per model (of ``deployment``, or of every multiplexed one): requests, hits, loads, evictions; busiest first."""
+    rows: dict[str, ModelRow] = {}
+    for replica in snapshot.replicas:
+        if deployment is not None and deployment not in (replica.deployment, replica.app):
+            continue
+        for c in replica.models:
+            row = rows.get(c.model_id) or ModelRow(c.model_id, 0, 0, 0, 0, 0, 0.0, 0)
+            rows[c.model_id] = ModelRow(
+                c.model_id,
+                row.held_by + int(c.loaded),
+                row.requests + c.requests,
+                row.misses + c.misses,
+                row.evictions + c.evictions,
+                row.errors + c.errors,
+                row.load_s + c.load_s,
+                row.nbytes + c.nbytes,
+            )
+    return sorted(rows.values(), key=lambda r: (-r.requests, r.model_id))
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One bar of a replica timeline: seconds from the deployment's first replica being scheduled."""
+
+    replica: str  # the row label
+    phase: str
+    start_s: float
+    seconds: float
+    detail: str
+
+
+PHASES = ("process start", "weights (remote)", "weights (peer)", "constructor", "until first request")
+
+
+def timeline_phases(timelines: list[ReplicaTimeline]) -> list[Phase]:
+    """Each replica's start as bars: process start, weights by source, constructor, then waiting for
+    its first request; rows in start order, time zero when the first replica was scheduled."""
+    if not timelines:
+        return []
+    zero = min(t.scheduled or t.constructing for t in timelines)
+    phases = []
+    for t in sorted(timelines, key=lambda t: t.scheduled or t.constructing):
+        row = f"{t.replica[:8]} ({t.deployment})"
+        marks = [
+            ("process start", t.scheduled, t.constructing, "Serve created it; the process starts"),
+            (
+                f"weights ({t.source})",
+                t.weights_started,
+                t.weights_done,
+                f"{t.nbytes / 2**20:.1f} MiB from {'the peer cache' if t.source == 'peer' else 'remote storage'}, {t.gbps:.2f} GB/s",
+            ),
+            ("constructor", t.weights_done, t.constructed, "the class's constructor"),
+            ("until first request", t.constructed, t.first_request, "ready, waiting for its first request"),
+        ]
+        for phase, begin, end, detail in marks:
+            if begin is not None and end is not None:
+                phases.append(Phase(row, phase, begin - zero, max(end - begin, 0.0), detail))
+    return phases

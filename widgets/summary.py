@@ -13,7 +13,7 @@ from servelab.serving.budget import saving_per_move
 from servelab.serving.executor import CompactionReport, LatencyStats
 from servelab.serving.planner import Plan
 from servelab.serving.snapshot import Snapshot, format_resources
-from servelab.widgets.model import Header, node_label
+from servelab.widgets.model import Header, ModelRow, Phase, node_label
 
 TABLE = 'style="border-collapse:collapse;font-size:12px;margin:4px 0"'
 CELL = 'style="padding:2px 10px;text-align:left;border-bottom:1px solid #ddd"'
@@ -136,6 +136,82 @@ def report_html(report: CompactionReport) -> str:
         + (_table(["requests", "sent", "failed", "p50 ms", "p99 ms"], rows) if rows else "")
         + "</div>"
     )
+
+
+MODEL_HEAD = ["model", "held by", "requests", "hit rate", "loads", "evictions", "errors", "mean load", "loaded"]
+
+
+def models_headline(rows: list[ModelRow], name: str) -> str:
+    requests = sum(r.requests for r in rows)
+    hits = sum(r.hits for r in rows)
+    rate = f", hit rate {hits / requests:.0%}" if requests else ""
+    held = sum(1 for r in rows if r.held_by)
+    return f"{name}: {len(rows)} model(s) asked for, {held} loaded now, {requests} request(s){rate}"
+
+
+def _model_cells(row: ModelRow) -> list[str]:
+    return [
+        row.model_id,
+        f"{row.held_by} replica(s)",
+        str(row.requests),
+        "-" if row.hit_rate is None else f"{row.hit_rate:.0%}",
+        str(row.misses),
+        str(row.evictions),
+        str(row.errors),
+        "-" if row.mean_load_s is None else f"{row.mean_load_s * 1000:.0f} ms",
+        f"{row.nbytes / 2**20:.1f} MiB",
+    ]
+
+
+def models_text(rows: list[ModelRow], name: str) -> str:
+    lines = [models_headline(rows, name)]
+    lines += ["  " + " | ".join(_model_cells(r)) for r in rows]
+    return "\n".join(lines)
+
+
+def models_table(rows: list[ModelRow]) -> str:
+    return _table(MODEL_HEAD, [_model_cells(r) for r in rows]) if rows else ""
+
+
+def models_html(rows: list[ModelRow], name: str) -> str:
+    return f"<b>{escape(models_headline(rows, name))}</b>" + models_table(rows)
+
+
+TIMELINE_HEAD = ["replica", "process start", "weights", "from", "constructor", "first request at"]
+
+
+def _timeline_cells(row: str, phases: list[Phase]) -> list[str]:
+    by_phase = {p.phase.split(" (")[0]: p for p in phases}
+    weights = by_phase.get("weights")
+    first = by_phase.get("until first request")
+
+    def seconds(name: str) -> str:
+        phase = by_phase.get(name)
+        return "-" if phase is None else f"{phase.seconds:.2f} s"
+
+    return [
+        row,
+        seconds("process start"),
+        seconds("weights"),
+        "-" if weights is None else weights.phase.split("(")[1].rstrip(")") + ": " + weights.detail.split(" from ")[0],
+        seconds("constructor"),
+        "-" if first is None else f"{first.start_s + first.seconds:.2f} s",
+    ]
+
+
+def _timeline_rows(phases: list[Phase]) -> list[list[str]]:
+    rows = list(dict.fromkeys(p.replica for p in phases))
+    return [_timeline_cells(row, [p for p in phases if p.replica == row]) for row in rows]
+
+
+def timeline_text(phases: list[Phase], name: str) -> str:
+    rows = _timeline_rows(phases)
+    return "\n".join([f"{name}: {len(rows)} replica start(s)", *("  " + " | ".join(r) for r in rows)])
+
+
+def timeline_html(phases: list[Phase], name: str) -> str:
+    rows = _timeline_rows(phases)
+    return f"<b>{escape(name)}: {len(rows)} replica start(s)</b>" + (_table(TIMELINE_HEAD, rows) if rows else "")
 
 
 def _per_move(plan: Plan) -> str:

@@ -38,3 +38,29 @@ class Pipeline:
 
     async def __call__(self, request: Any = None) -> str:
         return "pipeline(" + await self.downstream.remote() + ")"
+
+
+def state_digest(state: dict[str, Any]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes: equal digests, identical state dicts."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class WeightsDigest:
+    """Answers with a digest of the state dict it was given and the replica that answers."""
+
+    def __init__(self, weights: dict[str, Any]) -> None:
+        self.digest = state_digest(weights)
+
+    async def __call__(self, request: Any = None) -> dict[str, str]:
+        from ray import serve
+
+        return {"digest": self.digest, "replica": serve.get_replica_context().replica_id.unique_id}

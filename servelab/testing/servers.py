@@ -27,7 +27,8 @@ pid {state}/nginx.pid;
 error_log {state}/error.log warn;
 events {{ worker_connections 256; }}
 http {{
-    access_log off;
+    log_format sent '$uri $body_bytes_sent';
+    access_log {state}/access.log sent;
     sendfile on;
     tcp_nopush on;
     keepalive_requests 100000;
@@ -116,6 +117,13 @@ class NginxServer(_Process):
 
     def url(self, path: str = "") -> str:
         return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
+
+    def bytes_served(self, path: str) -> int:
+        """Body bytes nginx has sent for ``path`` (every range request counted), from its access log."""
+        log = self._state / "access.log"
+        wanted = "/" + path.lstrip("/")
+        lines = log.read_text().splitlines() if log.exists() else []
+        return sum(int(sent) for uri, _, sent in (line.rpartition(" ") for line in lines) if uri == wanted)
 
 
 class SeaweedS3Server(_Process):

@@ -132,6 +132,9 @@ def test_bad_input_prints_one_line_and_changes_nothing(
         ("bad --gpus 8", ECHO_CELL, "no node of this cluster can ever hold"),
         ("bad --weights http://127.0.0.1:9/x.safetensors", CLASS_CELL, "weights cannot be loaded"),
         ("bad --storage-options missing --weights /x.safetensors", CLASS_CELL, "missing is not a dict in this notebook"),
+        ("bad --multiplex /models/model.safetensors", CLASS_CELL, "must be a URI with one {model_id} field"),
+        ("bad --multiplex /m/{model_id}.safetensors --max-models 0", CLASS_CELL, "max_models_per_replica=0 must be a positive"),
+        ("bad --multiplex /m/{model_id}.safetensors --weights /w.safetensors", CLASS_CELL, "give a class and no weights="),
     ],
 )
 def test_bad_deploy_cells_print_one_line_and_deploy_nothing(
@@ -142,6 +145,20 @@ def test_bad_deploy_cells_print_one_line_and_deploy_nothing(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
     assert "bad" not in {d.name for d in serving.deployments()}
+
+
+def test_deploy_multiplex_serves_a_model_per_request(shell: InteractiveShell, tmp_path: Path) -> None:
+    for i in range(3):
+        save_file({"w": torch.full((8,), float(i))}, tmp_path / f"m{i}.safetensors")
+    deployed = shell.run_cell_magic("deploy", f"mux --multiplex {tmp_path}/{{model_id}}.safetensors --max-models 2", CLASS_CELL)
+    assert isinstance(deployed, Deployed) and deployed.info.healthy
+    for i in (0, 1, 2, 0):
+        request = urllib.request.Request(deployed.url, headers={"serve_multiplexed_model_id": f"m{i}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert json.loads(response.read()) == {"total": 8.0 * i}
+    (replica,) = [r for r in serving.snapshot().replicas if r.deployment == "mux"]
+    assert sorted((c.model_id, c.misses) for c in replica.models) == [("m0", 2), ("m1", 1), ("m2", 1)]
+    line(shell, "undeploy", "mux")
 
 
 def test_a_replica_that_fails_to_start_is_not_left_served(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:

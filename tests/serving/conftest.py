@@ -25,8 +25,10 @@ def cluster() -> Iterator[str]:
 
 
 def reset(cluster: str) -> None:
-    """No applications, and exactly three undrained workers (tests drain, remove, crash and add nodes)."""
+    """No applications, an empty peer cache, and exactly three undrained workers (tests drain, remove,
+    crash and add nodes)."""
     serving.delete_all()
+    serving.evict_weights()
     workers = context.current().workers
     alive = {n.id for n in serving.snapshot().nodes}
     for node_id in [n for n in workers if n not in alive]:  # crashed in a test: forget its raylet

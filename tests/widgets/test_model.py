@@ -100,3 +100,64 @@ def test_load_progress_view_draws_a_bar_per_file_and_the_rate() -> None:
     view(LoadProgress("s3://m/index.json", 200_000_000, 200_000_000, 10, 10, 1.0, done))
     assert [b.value for b in bars] == [1.0, 1.0] and {b.bar_style for b in bars} == {"success"}
     assert view.summary_text() == "200 MB of 200 MB, 10/10 tensors, 2 file(s), 1.00 s, 200 MB/s"
+
+
+def test_models_are_summed_over_the_replicas_of_a_multiplexed_deployment() -> None:
+    from servelab.serving import ModelCount
+    from servelab.widgets import ModelsView
+    from servelab.widgets.model import model_rows
+
+    counts = {
+        "r1": (
+            ModelCount("m0", requests=5, misses=1, load_s=0.2, nbytes=100, loaded=True),
+            ModelCount("m1", requests=1, misses=1, evictions=1),
+        ),
+        "r2": (
+            ModelCount("m0", requests=3, misses=2, evictions=1, load_s=0.4, nbytes=200, loaded=True),
+            ModelCount("bad", errors=2),
+        ),
+    }
+    replicas = tuple(Replica(r, "mux", "mux", "n1", {"GPU": 0.5}, models=m) for r, m in counts.items())
+    snap = Snapshot((node("n1", 2, 1),), (*replicas, replica("r3", "plain", "n1", 0.5)))
+    rows = model_rows(snap, "mux")
+    assert [r.model_id for r in rows] == ["m0", "m1", "bad"]  # busiest first
+    m0 = rows[0]
+    assert (m0.held_by, m0.requests, m0.hits, m0.misses, m0.evictions) == (2, 8, 5, 3, 1)
+    assert m0.hit_rate == pytest.approx(5 / 8) and m0.mean_load_s == pytest.approx(0.2)
+    assert rows[2].hit_rate is None and rows[2].errors == 2
+    assert model_rows(snap, "plain") == []
+    view = ModelsView("mux", read=lambda: snap, autostart=False)
+    assert "mux: 3 model(s) asked for, 1 loaded now, 9 request(s), hit rate 56%" in view.summary_text()
+    assert "<td" in view.table.value and "m0" in view.summary_html()
+    view.close()
+
+
+def test_replica_timelines_become_one_row_of_phases_per_replica() -> None:
+    from servelab.serving import ReplicaTimeline
+    from servelab.widgets import TimelineView
+    from servelab.widgets.model import timeline_phases
+
+    first = ReplicaTimeline("aaaaaaaa1", "clf", "clf", "n1", 102.0, 102.0, 106.0, "remote", 2**30, 106.5, 110.0, scheduled=100.0)
+    later = ReplicaTimeline("bbbbbbbb2", "clf", "clf", "n2", 121.0, 121.0, 121.5, "peer", 2**30, 122.0, None, scheduled=120.0)
+    phases = timeline_phases([later, first])
+    assert [(p.replica, p.phase, p.start_s, p.seconds) for p in phases] == [
+        ("aaaaaaaa (clf)", "process start", 0.0, 2.0),
+        ("aaaaaaaa (clf)", "weights (remote)", 2.0, 4.0),
+        ("aaaaaaaa (clf)", "constructor", 6.0, 0.5),
+        ("aaaaaaaa (clf)", "until first request", 6.5, 3.5),
+        ("bbbbbbbb (clf)", "process start", 20.0, 1.0),
+        ("bbbbbbbb (clf)", "weights (peer)", 21.0, 0.5),
+        ("bbbbbbbb (clf)", "constructor", 21.5, 0.5),
+    ]
+    assert "0.27 GB/s" in phases[1].detail and "peer cache" in phases[5].detail
+    view = TimelineView("clf", read=lambda: [first, later], autostart=False)
+    assert "2 replica start(s), 1 from the peer cache, 1 from remote storage" in view.header.value
+    assert {t.name for t in view.figure.data} == {
+        "process start",
+        "weights (remote)",
+        "weights (peer)",
+        "constructor",
+        "until first request",
+    }
+    assert "peer: 1024.0 MiB" in view.summary_text() and "10.00 s" in view.summary_text()
+    view.close()

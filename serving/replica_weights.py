@@ -1,0 +1,129 @@
+"""What ``deploy(weights=...)`` adds to a class: each replica gets its state dict (from the peer cache
+or streamed from the source) and records its timeline, phase by phase.
+
+A replica's timeline: Serve created it (``scheduled``), its constructor began (the process is up),
+weights started and done (with their source, bytes and GB/s), the user's constructor returned, the
+first request was answered. Replicas report it to the cluster's key-value store.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from servelab.serving import ray_adapter, weight_cache
+
+TIMELINE = "weights"  # the kind of the replicas' timeline reports in the cluster's key-value store
+PEER_TIMEOUT_S = 120.0
+REMOTE, PEER = "remote", "peer"
+
+
+@dataclass(frozen=True)
+class ReplicaTimeline:
+    """When each phase of one replica's start happened (epoch seconds)."""
+
+    replica: str
+    deployment: str
+    app: str
+    node_id: str
+    constructing: float
+    weights_started: float
+    weights_done: float
+    source: str  # "remote" (streamed from the checkpoint's URI) or "peer" (the cluster's weight cache)
+    nbytes: int
+    constructed: float | None = None
+    first_request: float | None = None
+    scheduled: float | None = None  # when Serve created the replica (from the snapshot; None once it is gone)
+
+    @property
+    def weights_s(self) -> float:
+        return self.weights_done - self.weights_started
+
+    @property
+    def gbps(self) -> float:
+        return self.nbytes / self.weights_s / 1e9 if self.weights_s else 0.0
+
+
+def with_weights(cls: type, uri: str, options: dict[str, Any], peer_cache: bool) -> type:
+    """A subclass of ``cls`` whose constructor gets the weights first, and that records its timeline."""
+    answers = any("__call__" in vars(k) for k in cls.__mro__[:-1])
+
+    class WithWeights(cls):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            constructing = time.time()
+            state, source = _weights(uri, options, peer_cache)
+            done = time.time()
+            self.servelab_weights_load_s = done - constructing
+            self._servelab_timeline = _timeline(constructing, done, source, sum(t.nbytes for t in state.values()))
+            super().__init__(state, *args, **kwargs)
+            self._servelab_timeline = _reported(self._servelab_timeline, constructed=time.time())
+
+        if answers:
+
+            async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+                answer = super().__call__(*args, **kwargs)
+                answer = await answer if inspect.isawaitable(answer) else answer
+                if self._servelab_timeline is not None and self._servelab_timeline.first_request is None:
+                    self._servelab_timeline = _reported(self._servelab_timeline, first_request=time.time())
+                return answer
+
+    WithWeights.__name__ = cls.__name__
+    WithWeights.__qualname__ = cls.__qualname__
+    return WithWeights
+
+
+def _weights(uri: str, options: dict[str, Any], peer_cache: bool) -> tuple[dict[str, Any], str]:
+    """The state dict and where it came from: the peer cache when it holds the checkpoint, else the source
+    (published to the cache for the replicas after this one)."""
+    from servelab.loader import load
+    from servelab.loader.sinks import resolve_device
+
+    device = resolve_device(options.get("device", "auto"))
+    directory = weight_cache.directory() if peer_cache else None
+    if directory is None:
+        return load(uri, **{"device": device, "progress": False, **options}), REMOTE
+    key = json.dumps([uri, options.get("include"), str(options.get("dtype"))])
+    while (refs := ray_adapter.call(directory, "acquire", key)) is not None:
+        tensors = ray_adapter.get_object(refs[0], PEER_TIMEOUT_S)
+        if tensors is not None:
+            return weight_cache.unpacked(tensors, device), PEER
+        ray_adapter.call(directory, "forget", key)  # the cached copy is gone (its node left): read the source
+    try:
+        state = load(uri, **{"device": device, "progress": False, **options})
+        nbytes = sum(t.nbytes for t in state.values())
+        holder = weight_cache.holder_here()
+        refs = ray_adapter.call(holder, "hold", key, [ray_adapter.put(weight_cache.packed(state))])
+    except BaseException:
+        ray_adapter.call(directory, "abandon", key)
+        raise
+    identity = ray_adapter.replica_identity()
+    ray_adapter.call(directory, "publish", key, uri, refs, nbytes, identity[2] if identity else "", holder)
+    return state, REMOTE
+
+
+def _timeline(constructing: float, done: float, source: str, nbytes: int) -> ReplicaTimeline | None:
+    identity = ray_adapter.replica_identity()
+    if identity is None:
+        return None
+    app, deployment, replica = identity
+    record = ReplicaTimeline(
+        replica, deployment, app, ray_adapter.current_node_id(), constructing, constructing, done, source, nbytes
+    )
+    return _reported(record)
+
+
+def _reported(record: ReplicaTimeline | None, **change: Any) -> ReplicaTimeline | None:
+    if record is None:
+        return None
+    record = replace(record, **change)
+    ray_adapter.report(TIMELINE, f"{record.app}/{record.deployment}/{record.replica}", asdict(record))
+    return record
+
+
+def timelines(prefix: str = "") -> list[ReplicaTimeline]:
+    """Every reported timeline under ``prefix`` ("app/" or "app/deployment/"), oldest first."""
+    records = [ReplicaTimeline(**value) for value in ray_adapter.reports(TIMELINE, prefix).values()]
+    return sorted(records, key=lambda r: r.constructing)

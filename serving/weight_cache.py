@@ -1,0 +1,185 @@
+"""The peer weight cache: a checkpoint streamed once from remote storage, then shared over the cluster.
+
+The first replica that streams a checkpoint publishes its tensors to Ray's object store on its own
+node, owned by a holder there (a detached CPU-less actor per node, so they outlive that replica), and
+records them in a directory (a detached named actor on the head); a replica that starts later
+anywhere in the cluster gets them over the cluster network instead of from remote storage.
+Many replicas starting at once make one remote read: the first claims the fetch, the others wait
+for what it publishes (or, if it fails, the next one claims it). The directory keeps at most
+``budget_bytes``, least recently used out first; a replica whose cached copy is gone reads the
+source again. Nothing beyond Ray is needed.
+
+>>> serving.weight_cache()            # what is cached, how often it was read
+>>> serving.evict_weights()           # drop everything: the next replica reads remote storage
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import warnings
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from servelab.serving import ray_adapter
+
+if TYPE_CHECKING:
+    import torch
+
+DIRECTORY = "servelab-weight-cache"
+HOLDER = "servelab-weight-holder-"  # + node id
+DEFAULT_BUDGET = 8 * 2**30
+WAIT_FOR_PEER_S = 300.0  # a waiter claims the fetch itself when the first fetcher takes longer (it may have died)
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One checkpoint in the peer cache."""
+
+    uri: str
+    nbytes: int
+    reads: int  # replicas that loaded it from the cache
+    published_by: str
+    published_at: float
+    last_used: float
+
+
+class WeightDirectory:
+    """The cluster-wide directory (a detached async actor): checkpoint key to object, single-flight fetches."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+        self._entries: OrderedDict[str, tuple[CacheEntry, list[Any], Any]] = OrderedDict()  # entry, [ref], holder
+        self._fetching: dict[str, asyncio.Event] = {}
+
+    async def acquire(self, key: str) -> list[Any] | None:
+        """The cached object (a one-element list, so Ray passes the reference), or None: then the
+        caller fetches from the source and must ``publish`` or ``abandon``. Waits while another fetches."""
+        deadline = time.monotonic() + WAIT_FOR_PEER_S
+        while True:
+            if key in self._entries:
+                entry, refs, holder = self._entries[key]
+                self._entries[key] = (_used(entry, read=True), refs, holder)
+                self._entries.move_to_end(key)
+                return refs
+            fetching = self._fetching.get(key)
+            if fetching is None or time.monotonic() > deadline:
+                self._fetching[key] = asyncio.Event()
+                return None
+            try:
+                await asyncio.wait_for(fetching.wait(), max(deadline - time.monotonic(), 0.01))
+            except TimeoutError:
+                continue
+
+    def publish(self, key: str, uri: str, refs: list[Any], nbytes: int, replica: str, holder: Any) -> bool:
+        """Record a fetched checkpoint; evict the least recently used over budget. False if it alone is over."""
+        self._done(key)
+        if nbytes > self.budget_bytes:
+            holder.drop.remote(key)
+            return False
+        now = time.time()
+        self._entries[key] = (CacheEntry(uri, nbytes, 0, replica, now, now), refs, holder)
+        while sum(e.nbytes for e, _, _ in self._entries.values()) > self.budget_bytes:
+            self._drop(next(iter(self._entries)))
+        return True
+
+    def abandon(self, key: str) -> None:
+        """The fetch failed: let the next waiter try."""
+        self._done(key)
+
+    def forget(self, key: str | None = None, uri: str | None = None) -> int:
+        """Drop one entry, every entry of ``uri``, or all; their objects are freed. Returns how many."""
+        gone = [k for k, (e, _, _) in self._entries.items() if (key is None or k == key) and (uri is None or e.uri == uri)]
+        for k in gone:
+            self._drop(k)
+        return len(gone)
+
+    def entries(self) -> list[dict[str, Any]]:
+        return [asdict(e) for e, _, _ in self._entries.values()]
+
+    def _drop(self, key: str) -> None:
+        _, _, holder = self._entries.pop(key)
+        holder.drop.remote(key)  # the holder owns the object: it is freed once the holder lets go
+
+    def _done(self, key: str) -> None:
+        event = self._fetching.pop(key, None)
+        if event is not None:
+            event.set()
+
+
+class WeightHolder:
+    """Owns the cached objects put on one node (a detached actor with no CPU pinned there), so they
+    outlive the replica that streamed them; they go when the directory drops them or the node leaves."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, Any] = {}
+
+    def hold(self, key: str, refs: list[Any]) -> list[Any]:
+        """Take over the replica's object: a copy in this node's object store, owned here."""
+        self._held[key] = ray_adapter.put(ray_adapter.get_object(refs[0], 60.0))
+        return [self._held[key]]
+
+    def drop(self, key: str) -> None:
+        self._held.pop(key, None)
+
+
+def holder_here() -> Any:
+    """This node's holder, started when none runs (several replicas asking at once get the same one)."""
+    node = ray_adapter.current_node_id()
+    return ray_adapter.start_on_node(WeightHolder, HOLDER + node, node)
+
+
+def _used(entry: CacheEntry, read: bool) -> CacheEntry:
+    return CacheEntry(entry.uri, entry.nbytes, entry.reads + int(read), entry.published_by, entry.published_at, time.time())
+
+
+def directory(create: bool = False, budget_bytes: int = DEFAULT_BUDGET) -> Any | None:
+    """The directory actor, started on the head when ``create`` and none runs."""
+    found = ray_adapter.named_actor(DIRECTORY)
+    if found is None and create:
+        found = ray_adapter.start_on_head(WeightDirectory, DIRECTORY, budget_bytes, max_concurrency=64)
+    return found
+
+
+def packed(state: dict[str, torch.Tensor]) -> list[tuple[str, str, tuple[int, ...], Any]]:
+    """A state dict as the object store holds it: raw bytes per tensor (numpy, so Ray stores them
+    out of band and readers map them without a copy), with dtype and shape."""
+    import torch
+
+    out = []
+    for name, tensor in state.items():
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        out.append((name, str(flat.dtype).removeprefix("torch."), tuple(tensor.shape), flat.view(torch.uint8).numpy()))
+    return out
+
+
+def unpacked(tensors: list[tuple[str, str, tuple[int, ...], Any]], device: torch.device) -> dict[str, torch.Tensor]:
+    """The state dict again, copied out of the (read-only, shared) object store onto ``device``."""
+    import torch
+
+    state = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch warns about wrapping a read-only buffer: it is copied at once
+        for name, dtype, shape, raw in tensors:
+            view = torch.frombuffer(raw, dtype=torch.uint8).view(getattr(torch, dtype)).reshape(shape)
+            state[name] = view.to(device, copy=True)
+    return state
+
+
+def weight_cache() -> list[CacheEntry]:
+    """What the peer cache holds now, least recently used first.
+
+    >>> [(e.uri, e.nbytes, e.reads) for e in serving.weight_cache()]
+    """
+    found = directory()
+    return [] if found is None else [CacheEntry(**e) for e in ray_adapter.call(found, "entries")]
+
+
+def evict_weights(uri: str | None = None) -> int:
+    """Drop ``uri``'s checkpoints (or everything) from the peer cache; returns how many entries went.
+
+    >>> serving.evict_weights("s3://models/llama/model.safetensors")
+    """
+    found = directory()
+    return 0 if found is None else int(ray_adapter.call(found, "forget", None, uri))
