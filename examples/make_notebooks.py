@@ -521,8 +521,13 @@ print("an unknown model:", unknown.status_code, unknown.json()["error"].split(" 
         "code",
         """# NBVAL_CHECK_OUTPUT
 import time
-time.sleep(1.5)  # hits are reported once a second
-counts = [c for r in serving.snapshot().replicas if r.deployment == "scorers" for c in r.models]
+
+deadline = time.monotonic() + 15
+while True:  # replicas report hits at most once a second
+    counts = [c for r in serving.snapshot().replicas if r.deployment == "scorers" for c in r.models]
+    if sum(c.requests for c in counts) == len(trace) or time.monotonic() > deadline:
+        break
+    time.sleep(0.5)
 print("requests counted:", sum(c.requests for c in counts), "of", len(trace))
 print("every request a hit or a load:", sum(c.hits + c.misses for c in counts) == len(trace))
 print("models held now:", sum(c.loaded for c in counts), "- evicted at some point:", sum(c.evictions for c in counts) > 0)""",
@@ -550,7 +555,12 @@ class Ranker:
         return {"norm": self.norm}""",
     ),
     ("code", "%scale ranker 3"),
-    ("code", 'TimelineView("ranker")'),
+    (
+        "code",
+        """for _ in range(30):  # traffic, so that each replica answers a first request
+    requests.get(serving.url("ranker"), timeout=30)
+TimelineView("ranker")""",
+    ),
     (
         "code",
         """# NBVAL_CHECK_OUTPUT

@@ -138,10 +138,10 @@ def timeline_figure(phases: list[Phase], title: str = "") -> Any:
         title=title,
         barmode="overlay",
         height=120 + 34 * len(rows),
-        margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 40},
+        margin={"l": 10, "r": 10, "t": 70 if title else 40, "b": 40},
         xaxis={"title": "seconds since the first replica was scheduled", "rangemode": "tozero"},
         yaxis={"categoryorder": "array", "categoryarray": rows[::-1], "automargin": True},
-        legend={"orientation": "h", "y": -0.25 if rows else 0},
+        legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom"},
         template="plotly_white",
     )
     return figure

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from servelab.loader.progress import format_bytes
 from servelab.serving.fragmentation import Fragmentation, fragmentation, stranded_by_node
 from servelab.serving.replica_weights import ReplicaTimeline
 from servelab.serving.snapshot import Node, Snapshot
@@ -192,7 +193,7 @@ def timeline_phases(timelines: list[ReplicaTimeline]) -> list[Phase]:
                 f"weights ({t.source})",
                 t.weights_started,
                 t.weights_done,
-                f"{t.nbytes / 2**20:.1f} MiB from {'the peer cache' if t.source == 'peer' else 'remote storage'}, {t.gbps:.2f} GB/s",
+                f"{format_bytes(t.nbytes)} from {'the peer cache' if t.source == 'peer' else 'remote storage'}, {t.gbps:.2f} GB/s",
             ),
             ("constructor", t.weights_done, t.constructed, "the class's constructor"),
             ("until first request", t.constructed, t.first_request, "ready, waiting for its first request"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from html import escape
 
+from servelab.loader.progress import format_bytes
 from servelab.serving.budget import saving_per_move
 from servelab.serving.executor import CompactionReport, LatencyStats
 from servelab.serving.planner import Plan
@@ -138,7 +139,7 @@ def report_html(report: CompactionReport) -> str:
     )
 
 
-MODEL_HEAD = ["model", "held by", "requests", "hit rate", "loads", "evictions", "errors", "mean load", "loaded"]
+MODEL_HEAD = ["model", "held by", "requests", "hit rate", "loads", "evictions", "errors", "mean load", "bytes loaded"]
 
 
 def models_headline(rows: list[ModelRow], name: str) -> str:
@@ -159,7 +160,7 @@ def _model_cells(row: ModelRow) -> list[str]:
         str(row.evictions),
         str(row.errors),
         "-" if row.mean_load_s is None else f"{row.mean_load_s * 1000:.0f} ms",
-        f"{row.nbytes / 2**20:.1f} MiB",
+        format_bytes(row.nbytes),
     ]
 
 

@@ -159,5 +159,5 @@ def test_replica_timelines_become_one_row_of_phases_per_replica() -> None:
         "constructor",
         "until first request",
     }
-    assert "peer: 1024.0 MiB" in view.summary_text() and "10.00 s" in view.summary_text()
+    assert "peer: 1.07 GB" in view.summary_text() and "10.00 s" in view.summary_text()
     view.close()
