@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from servelab.errors import LoaderError
 from servelab.serving import ray_adapter, weight_cache
 
 TIMELINE = "weights"  # the kind of the replicas' timeline reports in the cluster's key-value store
@@ -76,8 +77,9 @@ def with_weights(cls: type, uri: str, options: dict[str, Any], peer_cache: bool)
 
 
 def _weights(uri: str, options: dict[str, Any], peer_cache: bool) -> tuple[dict[str, Any], str]:
-    """The state dict and where it came from: the peer cache when it holds the checkpoint, else the source
-    (published to the cache for the replicas after this one)."""
+    """The state dict and where it came from: the peer cache when it holds the checkpoint, else the
+    source, streamed by this node's holder into the object store and published for the replicas after
+    this one (this replica then maps it from its own node's store)."""
     from servelab.loader import load
     from servelab.loader.sinks import resolve_device
 
@@ -92,16 +94,17 @@ def _weights(uri: str, options: dict[str, Any], peer_cache: bool) -> tuple[dict[
             return weight_cache.unpacked(tensors, device), PEER
         ray_adapter.call(directory, "forget", key)  # the cached copy is gone (its node left): read the source
     try:
-        state = load(uri, **{"device": device, "progress": False, **options})
-        nbytes = sum(t.nbytes for t in state.values())
         holder = weight_cache.holder_here()
-        refs = ray_adapter.call(holder, "hold", key, [ray_adapter.put(weight_cache.packed(state))])
+        refs, nbytes = ray_adapter.call(holder, "fetch", key, uri, options)
+        tensors = ray_adapter.get_object(refs[0], PEER_TIMEOUT_S)
+        if tensors is None:
+            raise LoaderError(f"{uri}: the copy this node's weight holder streamed is gone")
     except BaseException:
         ray_adapter.call(directory, "abandon", key)
         raise
     identity = ray_adapter.replica_identity()
     ray_adapter.call(directory, "publish", key, uri, refs, nbytes, identity[2] if identity else "", holder)
-    return state, REMOTE
+    return weight_cache.unpacked(tensors, device), REMOTE
 
 
 def _timeline(constructing: float, done: float, source: str, nbytes: int) -> ReplicaTimeline | None:

@@ -109,16 +109,21 @@ class WeightDirectory:
 
 
 class WeightHolder:
-    """Owns the cached objects put on one node (a detached actor with no CPU pinned there), so they
-    outlive the replica that streamed them; they go when the directory drops them or the node leaves."""
+    """Streams checkpoints into its node's object store and owns them there (a detached actor with no
+    CPU pinned to the node), so they outlive the replica that asked; they go when the directory
+    drops them or the node leaves. (Ray 2.56 removed ``ray.put(_owner=)``: a replica cannot hand
+    an object it put over to another owner.)"""
 
     def __init__(self) -> None:
         self._held: dict[str, Any] = {}
 
-    def hold(self, key: str, refs: list[Any]) -> list[Any]:
-        """Take over the replica's object: a copy in this node's object store, owned here."""
-        self._held[key] = ray_adapter.put(ray_adapter.get_object(refs[0], 60.0))
-        return [self._held[key]]
+    def fetch(self, key: str, uri: str, options: dict[str, Any]) -> tuple[list[Any], int]:
+        """Stream ``uri`` from its source into this node's object store; the object and its size."""
+        from servelab.loader import load
+
+        state = load(uri, **{**options, "device": "cpu", "progress": False})
+        self._held[key] = ray_adapter.put(packed(state))
+        return [self._held[key]], sum(t.nbytes for t in state.values())
 
     def drop(self, key: str) -> None:
         self._held.pop(key, None)
@@ -155,15 +160,29 @@ def packed(state: dict[str, torch.Tensor]) -> list[tuple[str, str, tuple[int, ..
 
 
 def unpacked(tensors: list[tuple[str, str, tuple[int, ...], Any]], device: torch.device) -> dict[str, torch.Tensor]:
-    """The state dict again, copied out of the (read-only, shared) object store onto ``device``."""
+    """The state dict again, copied out of the (read-only, shared) object store onto ``device``; on
+    the CPU into one slab whose pages are faulted in ahead (page faults cost more than the copy)."""
     import torch
 
+    from servelab.loader.pagecache import prefault
+    from servelab.loader.plan import pack_offsets
+
     state = {}
+    sizes = [int(raw.nbytes) for _, _, _, raw in tensors]
+    offsets, total = pack_offsets(sizes)  # aligned, so every dtype can view its slice
+    slab = torch.empty(total, dtype=torch.uint8) if device.type == "cpu" else None
+    if slab is not None:
+        prefault(slab.data_ptr(), total)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torch warns about wrapping a read-only buffer: it is copied at once
-        for name, dtype, shape, raw in tensors:
-            view = torch.frombuffer(raw, dtype=torch.uint8).view(getattr(torch, dtype)).reshape(shape)
-            state[name] = view.to(device, copy=True)
+        for (name, dtype, shape, raw), size, offset in zip(tensors, sizes, offsets, strict=True):
+            source = torch.frombuffer(raw, dtype=torch.uint8) if size else torch.empty(0, dtype=torch.uint8)
+            if slab is None:
+                target = source.to(device)
+            else:
+                target = slab[offset : offset + size]
+                target.copy_(source)
+            state[name] = target.view(getattr(torch, dtype)).reshape(shape)
     return state
 
 
