@@ -129,6 +129,9 @@ def _reload_auth() -> None:
 # --- the embedded cluster -----------------------------------------------------------------------
 
 
+WORKER_OBJECT_STORE = 2 * 2**30
+
+
 def start_embedded(compaction_delay_s: float | None = None) -> Any:
     """A head raylet (no GPUs, no dashboard) on this machine, bound to 127.0.0.1, with Serve's pack scheduling on.
 
@@ -149,8 +152,18 @@ def start_embedded(compaction_delay_s: float | None = None) -> Any:
 
 
 def add_worker(cluster: Any, cpus: float, gpus: float, memory: int | None, labels: dict[str, str]) -> tuple[str, Any]:
-    """Start one worker raylet; returns its node id and the handle remove_worker() takes."""
-    args: dict[str, Any] = {"num_cpus": cpus, "num_gpus": gpus, "labels": labels, "node_ip_address": LOOPBACK}
+    """Start one worker raylet; returns its node id and the handle remove_worker() takes.
+
+    Its object store is sized for checkpoints (``cluster_utils`` gives 150 MiB: a larger object goes
+    to fallback files on disk, which made peer-cache reads 2.5x slower); shared memory is only
+    taken as objects arrive."""
+    args: dict[str, Any] = {
+        "num_cpus": cpus,
+        "num_gpus": gpus,
+        "labels": labels,
+        "node_ip_address": LOOPBACK,
+        "object_store_memory": WORKER_OBJECT_STORE,
+    }
     if memory is not None:
         args["memory"] = memory
     node = cluster.add_node(**args)
