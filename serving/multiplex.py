@@ -77,9 +77,7 @@ def multiplexed_class(cls: type, template: str, max_models: int, load_options: d
             try:
                 state = await asyncio.to_thread(load, uri, device="auto", progress=False, **load_options)
             except LoaderError as exc:
-                self._count(model_id, errors=1)
-                self._known.discard(model_id)
-                raise ModelNotFoundError(f"model {model_id!r} cannot be loaded from {uri}: {exc}") from exc
+                raise self._unloadable(model_id, uri, exc) from exc
             seconds = time.perf_counter() - started
             self._count(model_id, misses=1, load_s=seconds, nbytes=sum(t.nbytes for t in state.values()), loaded=True)
             return _Held(cls(state, *self._args, **self._kwargs), lambda: self._count(model_id, evictions=1, loaded=False))
@@ -119,22 +117,19 @@ def multiplexed_class(cls: type, template: str, max_models: int, load_options: d
             try:
                 await asyncio.to_thread(inspect_checkpoint, uri, load_options.get("storage_options"), load_options.get("include"))
             except LoaderError as exc:
-                self._count(model_id, errors=1)
-                raise ModelNotFoundError(f"model {model_id!r} cannot be loaded from {uri}: {exc}") from exc
+                raise self._unloadable(model_id, uri, exc) from exc
             self._known.add(model_id)
+
+        def _unloadable(self, model_id: str, uri: str, exc: LoaderError) -> ModelNotFoundError:
+            """Count the failed load; the error the request gets (its headers are read again next time)."""
+            self._count(model_id, errors=1)
+            self._known.discard(model_id)
+            return ModelNotFoundError(f"model {model_id!r} cannot be loaded from {uri}: {exc}")
 
         def _count(self, model_id: str, **change: Any) -> None:
             count = self._counts.get(model_id) or ModelCount(model_id)
-            self._counts[model_id] = replace(
-                count,
-                requests=count.requests + change.get("requests", 0),
-                misses=count.misses + change.get("misses", 0),
-                evictions=count.evictions + change.get("evictions", 0),
-                errors=count.errors + change.get("errors", 0),
-                load_s=count.load_s + change.get("load_s", 0.0),
-                nbytes=count.nbytes + change.get("nbytes", 0),
-                loaded=change.get("loaded", count.loaded),
-            )
+            counters = {k: v for k, v in change.items() if k != "loaded"}
+            self._counts[model_id] = replace(count + ModelCount(model_id, **counters), loaded=change.get("loaded", count.loaded))
             urgent = set(change) - {"requests"}
             if urgent or time.monotonic() - self._reported > REPORT_EVERY_S:
                 self._report()

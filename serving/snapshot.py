@@ -62,8 +62,29 @@ class ModelCount:
 
     @property
     def hits(self) -> int:
-        """Requests the replica answered with the model already loaded."""
+        """Requests answered with the model already loaded."""
         return self.requests - self.misses
+
+    @property
+    def hit_rate(self) -> float | None:
+        return self.hits / self.requests if self.requests else None
+
+    @property
+    def mean_load_s(self) -> float | None:
+        return self.load_s / self.misses if self.misses else None
+
+    def __add__(self, other: ModelCount) -> ModelCount:
+        """Both counts summed (one model on two replicas, or a count and its change); loaded if either is."""
+        return ModelCount(
+            self.model_id,
+            self.requests + other.requests,
+            self.misses + other.misses,
+            self.evictions + other.evictions,
+            self.errors + other.errors,
+            self.load_s + other.load_s,
+            self.nbytes + other.nbytes,
+            self.loaded or other.loaded,
+        )
 
 
 @dataclass(frozen=True)

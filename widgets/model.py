@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from servelab.loader.progress import format_bytes
 from servelab.serving.fragmentation import Fragmentation, fragmentation, stranded_by_node
 from servelab.serving.replica_weights import ReplicaTimeline
-from servelab.serving.snapshot import Node, Snapshot
+from servelab.serving.snapshot import ModelCount, Node, Snapshot
 
 RESOURCES = ("GPU", "CPU", "memory")
 OTHER, STRANDED, FREE = "other", "stranded", "free"
@@ -119,28 +119,10 @@ def holders(snapshot: Snapshot) -> list[str]:
 
 @dataclass(frozen=True)
 class ModelRow:
-    """One model of multiplexed deployments, summed over their replicas."""
+    """One model of multiplexed deployments: its counts summed over their replicas, and how many hold it now."""
 
-    model_id: str
-    held_by: int  # replicas holding it now
-    requests: int
-    misses: int
-    evictions: int
-    errors: int
-    load_s: float
-    nbytes: int
-
-    @property
-    def hits(self) -> int:
-        return self.requests - self.misses
-
-    @property
-    def hit_rate(self) -> float | None:
-        return self.hits / self.requests if self.requests else None
-
-    @property
-    def mean_load_s(self) -> float | None:
-        return self.load_s / self.misses if self.misses else None
+    count: ModelCount
+    held_by: int
 
 
 def model_rows(snapshot: Snapshot, deployment: str | None = None) -> list[ModelRow]:
@@ -150,18 +132,9 @@ def model_rows(snapshot: Snapshot, deployment: str | None = None) -> list[ModelR
         if deployment is not None and deployment not in (replica.deployment, replica.app):
             continue
         for c in replica.models:
-            row = rows.get(c.model_id) or ModelRow(c.model_id, 0, 0, 0, 0, 0, 0.0, 0)
-            rows[c.model_id] = ModelRow(
-                c.model_id,
-                row.held_by + int(c.loaded),
-                row.requests + c.requests,
-                row.misses + c.misses,
-                row.evictions + c.evictions,
-                row.errors + c.errors,
-                row.load_s + c.load_s,
-                row.nbytes + c.nbytes,
-            )
-    return sorted(rows.values(), key=lambda r: (-r.requests, r.model_id))
+            row = rows.get(c.model_id)
+            rows[c.model_id] = ModelRow(c, int(c.loaded)) if row is None else ModelRow(row.count + c, row.held_by + c.loaded)
+    return sorted(rows.values(), key=lambda r: (-r.count.requests, r.count.model_id))
 
 
 @dataclass(frozen=True)

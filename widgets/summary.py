@@ -143,24 +143,25 @@ MODEL_HEAD = ["model", "held by", "requests", "hit rate", "loads", "evictions", 
 
 
 def models_headline(rows: list[ModelRow], name: str) -> str:
-    requests = sum(r.requests for r in rows)
-    hits = sum(r.hits for r in rows)
+    requests = sum(r.count.requests for r in rows)
+    hits = sum(r.count.hits for r in rows)
     rate = f", hit rate {hits / requests:.0%}" if requests else ""
     held = sum(1 for r in rows if r.held_by)
     return f"{name}: {len(rows)} model(s) asked for, {held} loaded now, {requests} request(s){rate}"
 
 
 def _model_cells(row: ModelRow) -> list[str]:
+    count = row.count
     return [
-        row.model_id,
+        count.model_id,
         f"{row.held_by} replica(s)",
-        str(row.requests),
-        "-" if row.hit_rate is None else f"{row.hit_rate:.0%}",
-        str(row.misses),
-        str(row.evictions),
-        str(row.errors),
-        "-" if row.mean_load_s is None else f"{row.mean_load_s * 1000:.0f} ms",
-        format_bytes(row.nbytes),
+        str(count.requests),
+        "-" if count.hit_rate is None else f"{count.hit_rate:.0%}",
+        str(count.misses),
+        str(count.evictions),
+        str(count.errors),
+        "-" if count.mean_load_s is None else f"{count.mean_load_s * 1000:.0f} ms",
+        format_bytes(count.nbytes),
     ]
 
 

@@ -120,11 +120,12 @@ def test_models_are_summed_over_the_replicas_of_a_multiplexed_deployment() -> No
     replicas = tuple(Replica(r, "mux", "mux", "n1", {"GPU": 0.5}, models=m) for r, m in counts.items())
     snap = Snapshot((node("n1", 2, 1),), (*replicas, replica("r3", "plain", "n1", 0.5)))
     rows = model_rows(snap, "mux")
-    assert [r.model_id for r in rows] == ["m0", "m1", "bad"]  # busiest first
-    m0 = rows[0]
-    assert (m0.held_by, m0.requests, m0.hits, m0.misses, m0.evictions) == (2, 8, 5, 3, 1)
+    assert [r.count.model_id for r in rows] == ["m0", "m1", "bad"]  # busiest first
+    m0 = rows[0].count
+    assert (rows[0].held_by, m0.requests, m0.hits, m0.misses, m0.evictions, m0.loaded) == (2, 8, 5, 3, 1, True)
     assert m0.hit_rate == pytest.approx(5 / 8) and m0.mean_load_s == pytest.approx(0.2)
-    assert rows[2].hit_rate is None and rows[2].errors == 2
+    assert (rows[1].held_by, rows[1].count.loaded) == (0, False)
+    assert rows[2].count.hit_rate is None and rows[2].count.errors == 2
     assert model_rows(snap, "plain") == []
     view = ModelsView("mux", read=lambda: snap, autostart=False)
     assert "mux: 3 model(s) asked for, 1 loaded now, 9 request(s), hit rate 56%" in view.summary_text()
