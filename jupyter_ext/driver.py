@@ -67,7 +67,7 @@ def op_model(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any]]
     from servelab import serving
     from servelab.jupyter_ext.model import cluster_model
 
-    return cluster_model(serving.snapshot(), address)
+    return cluster_model(serving.snapshot(), address, serving.autocompact_status())
 
 
 def op_plan(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:

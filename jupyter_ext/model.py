@@ -10,14 +10,16 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from servelab.serving.autocompact import AutoStatus
 from servelab.serving.fragmentation import fragmentation, stranded_by_node
 from servelab.serving.planner import Plan
 from servelab.serving.snapshot import Snapshot
 from servelab.widgets.model import Header, holders, node_label, node_segments, ordered_nodes, resources_of
 
 
-def cluster_model(snapshot: Snapshot, address: str) -> dict[str, Any]:
-    """Nodes with their bars, deployments, fragmentation and the header, as JSON-ready data."""
+def cluster_model(snapshot: Snapshot, address: str, auto: AutoStatus | None = None) -> dict[str, Any]:
+    """Nodes with their bars, deployments, fragmentation, the header and the automatic compactor
+    (``auto``, None when it is off), as JSON-ready data."""
     strand = stranded_by_node(snapshot)
     resources = resources_of(snapshot)
     in_use = {r.node_id for r in snapshot.replicas}
@@ -28,6 +30,7 @@ def cluster_model(snapshot: Snapshot, address: str) -> dict[str, Any]:
             "type": node.type,
             "head": node.head,
             "draining": node.draining,
+            "drained_by": node.drained_by,
             "in_use": node.id in in_use and not node.head,
             "cost_per_hour": node.cost,
             "total": node.total,
@@ -62,6 +65,20 @@ def cluster_model(snapshot: Snapshot, address: str) -> dict[str, Any]:
         "holders": holders(snapshot),
         "nodes": nodes,
         "deployments": deployments,
+        "autocompact": None if auto is None else auto_model(auto),
+    }
+
+
+def auto_model(auto: AutoStatus) -> dict[str, Any]:
+    """What the sidebar says about automatic compaction: its state, how long the cluster has been
+    stable against the delay, what it did so far and why it last did nothing."""
+    return {
+        "state": auto.state,
+        "delay_s": auto.policy["delay_s"],
+        "stable_for_s": auto.stable_for_s,
+        "compactions": auto.compactions,
+        "nodes_freed": auto.nodes_freed,
+        "last_reason": auto.last_reason,
     }
 
 

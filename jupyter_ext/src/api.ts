@@ -26,6 +26,7 @@ export interface NodeModel {
   type: string;
   head: boolean;
   draining: boolean;
+  drained_by: 'servelab' | 'ray' | 'other' | null;
   in_use: boolean;
   cost_per_hour: number;
   total: Record<string, number>;
@@ -63,8 +64,18 @@ export interface ClusterModel {
   holders: string[];
   nodes: NodeModel[];
   deployments: DeploymentModel[];
+  autocompact: AutoModel | null;
   compaction: string | null;
   refresh_interval_s: number;
+}
+
+export interface AutoModel {
+  state: 'waiting' | 'compacting' | 'stopped';
+  delay_s: number;
+  stable_for_s: number;
+  compactions: number;
+  nodes_freed: number;
+  last_reason: string;
 }
 
 export interface Move {

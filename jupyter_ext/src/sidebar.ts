@@ -7,7 +7,7 @@
 import { Signal, ISignal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
-import { api, ApiError, ClusterEntry, ClusterModel, CompactionEvent, CompactionModel, DeploymentModel, follow, NodeModel, PlanModel } from './api';
+import { api, ApiError, AutoModel, ClusterEntry, ClusterModel, CompactionEvent, CompactionModel, DeploymentModel, follow, NodeModel, PlanModel } from './api';
 import { colours, fill, h, money, num } from './dom';
 
 const UNITS: Record<string, string> = { GPU: 'GPU', CPU: 'CPU', memory: 'GiB' };
@@ -144,7 +144,8 @@ export class ServelabSidebar extends Widget {
         figure('fragment.', num(head.score), 'servelab-score', 'fragmentation: (in use - lower bound) / in use; 0 is packed'),
         figure('$ / hour', head.cost_per_hour.toFixed(2), 'servelab-cost', 'what the cluster\'s nodes cost per hour')
       ),
-      head.draining ? h('div', { class: 'servelab-Message' }, `${head.draining} node(s) draining`) : null
+      head.draining ? h('div', { class: 'servelab-Message servelab-Draining' }, drainingLine(model.nodes)) : null,
+      model.autocompact ? drawAuto(model.autocompact) : null
     );
     const palette = colours(model.holders);
     fill(
@@ -259,10 +260,52 @@ function legend(palette: Map<string, string>): HTMLElement {
   return h('div', { class: 'servelab-Legend' }, ...entries, ...fixed);
 }
 
+const DRAINERS: Record<string, string> = {
+  servelab: 'servelab\'s compaction',
+  ray: 'Ray Serve\'s own node compaction',
+  other: 'someone else (an operator or an autoscaler)'
+};
+
+/** Who drains which nodes: a drain servelab did not start makes its compaction wait. */
+function drainingLine(nodes: NodeModel[]): string {
+  const draining = nodes.filter(n => n.draining);
+  const foreign = draining.filter(n => n.drained_by !== 'servelab');
+  const by = [...new Set(foreign.map(n => DRAINERS[n.drained_by ?? 'other']))];
+  return foreign.length
+    ? `${draining.length} node(s) draining, ${foreign.length} by ${by.join(' and ')}: compaction waits until that ends`
+    : `${draining.length} node(s) draining`;
+}
+
+/** The automatic compactor's line: what it waits for and what it has done. */
+function drawAuto(auto: AutoModel): HTMLElement {
+  const doing =
+    auto.state === 'waiting'
+      ? `waiting, cluster stable ${seconds(auto.stable_for_s)} of ${seconds(auto.delay_s)}`
+      : auto.state;
+  const done = `${auto.compactions} compaction(s), ${auto.nodes_freed} node(s) freed`;
+  return h(
+    'div',
+    { class: 'servelab-Message servelab-Auto', 'data-state': auto.state, title: auto.last_reason ? `last: ${auto.last_reason}` : '' },
+    h('b', {}, 'Auto-compaction: '),
+    `${doing} · ${done}`,
+    auto.last_reason ? h('div', { class: 'servelab-AutoReason' }, auto.last_reason) : null
+  );
+}
+
+function seconds(value: number): string {
+  return value >= 120 ? `${Math.round(value / 60)} min` : `${Math.round(value)} s`;
+}
+
 function drawNode(node: NodeModel, resources: string[], palette: Map<string, string>): HTMLElement {
   const badges = [
     node.head ? h('span', { class: 'servelab-Badge' }, 'head') : null,
-    node.draining ? h('span', { class: 'servelab-Badge servelab-mod-draining' }, 'draining') : null,
+    node.draining
+      ? h(
+          'span',
+          { class: 'servelab-Badge servelab-mod-draining', title: `drained by ${DRAINERS[node.drained_by ?? 'other']}` },
+          node.drained_by === 'servelab' || !node.drained_by ? 'draining' : `draining (${node.drained_by === 'ray' ? 'Ray' : 'other'})`
+        )
+      : null,
     !node.head && !node.in_use ? h('span', { class: 'servelab-Badge servelab-mod-idle' }, 'idle') : null
   ];
   const bars = resources.map(resource => {

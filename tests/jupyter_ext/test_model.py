@@ -62,3 +62,27 @@ def test_planning_options_defaults() -> None:
         "max_moves": 3,
         "keep": ["n1"],
     }
+
+
+def test_the_model_says_who_drains_a_node_and_what_automatic_compaction_does() -> None:
+    from dataclasses import asdict, replace
+
+    from servelab.serving import AutoPolicy, AutoStatus
+
+    snap = fragmented_cluster(4, seed=0)
+    worker = next(n for n in snap.nodes if not n.head)
+    nodes = tuple(replace(n, draining=True, drained_by="ray") if n.id == worker.id else n for n in snap.nodes)
+    drained = replace(snap, nodes=nodes)
+    assert cluster_model(drained, "a:1")["autocompact"] is None  # off
+    auto = AutoStatus(asdict(AutoPolicy(delay_s=120)), "waiting", 30.0, 2, 3, 5, 5, "nothing worth moving", ())
+    model = json.loads(json.dumps(cluster_model(drained, "a:1", auto)))
+    assert {n["id"]: n["drained_by"] for n in model["nodes"] if n["draining"]} == {worker.id: "ray"}
+    assert model["header"]["draining"] == 1
+    assert model["autocompact"] == {
+        "state": "waiting",
+        "delay_s": 120,
+        "stable_for_s": 30.0,
+        "compactions": 2,
+        "nodes_freed": 3,
+        "last_reason": "nothing worth moving",
+    }

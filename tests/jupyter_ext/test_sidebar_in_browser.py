@@ -90,6 +90,17 @@ def test_sidebar_shows_the_cluster_and_compacts_it(page: Any, fragmented: servin
     assert serving.snapshot().all_healthy()
     page.locator(SIDEBAR).screenshot(path=str(shots / "sidebar_compacted_light.png"))
 
+    serving.autocompact(delay_s=3600)  # the automatic compactor runs on the cluster: the sidebar says what it waits for
+    try:
+        auto = page.locator(f"{SIDEBAR} .servelab-Auto")
+        auto.wait_for(timeout=60_000)
+        assert auto.get_attribute("data-state") == "waiting"
+        assert "Auto-compaction: waiting, cluster stable" in auto.inner_text() and "of 60 min" in auto.inner_text()
+        page.locator(SIDEBAR).screenshot(path=str(shots / "sidebar_auto.png"))
+    finally:
+        serving.autocompact(False)
+    auto.wait_for(state="detached", timeout=60_000)
+
     page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
     page.wait_for_selector("body[data-jp-theme-light='false']", state="attached", timeout=30_000)
     time.sleep(1)
