@@ -82,7 +82,8 @@ def op_compact(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any
     from servelab import serving
 
     plan = serving.Plan.from_dict(args["plan"])
-    report = serving.compact(plan, on_event=lambda event: emit(event.to_dict()))
+    budget = serving.Budget(**args.get("budget", {}))
+    report = serving.compact(plan, budget=budget, on_event=lambda event: emit(event.to_dict()))
     return report.to_dict()
 
 

@@ -15,7 +15,9 @@ import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
+from servelab.errors import CompactionError
 from servelab.jupyter_ext.manager import ApiError, ClusterManager
+from servelab.serving.budget import Budget
 
 OBJECTIVES = ("nodes", "cost")
 
@@ -97,7 +99,10 @@ class CompactionsHandler(BaseHandler):
             plan = body.get("plan")
             if plan is not None and not isinstance(plan, str):
                 raise ApiError(400, "bad-plan", "plan must be the fingerprint of a plan from POST /servelab/api/plans.")
-            compaction = await self.manager.start_compaction(self.address(body.get("address")), plan, planning_options(body))
+            budget = compaction_budget(body.pop("budget", None))
+            compaction = await self.manager.start_compaction(
+                self.address(body.get("address")), plan, planning_options(body), budget
+            )
             return compaction.to_dict()
 
         await self.answer(start(), 202)
@@ -187,6 +192,20 @@ def planning_options(body: dict[str, Any]) -> dict[str, Any]:
             400, "bad-body", f"unknown field(s) {sorted(unknown)}; use objective, max_moves, keep, address (and plan to compact)."
         )
     return options
+
+
+def compaction_budget(given: Any) -> dict[str, Any]:
+    """A compaction's disruption budget from a request body's ``budget`` (checked here, so a bad one
+    is refused before anything runs): ``{"max_draining": 2, "max_migrating": 1, "min_saving_per_move": 0.1}``."""
+    if given is None:
+        return {}
+    fields = ("max_draining", "max_migrating", "min_saving_per_move")
+    if not isinstance(given, dict) or set(given) - set(fields):
+        raise ApiError(400, "bad-budget", f"budget={given!r}: send an object with any of {', '.join(fields)}.")
+    try:
+        return Budget(**given).to_dict()
+    except (CompactionError, TypeError) as exc:  # TypeError: a number sent as a string
+        raise ApiError(400, "bad-budget", f"budget: {exc}") from None
 
 
 def routes(base_url: str, manager: ClusterManager) -> list[tuple[str, type[BaseHandler], dict[str, Any]]]:

@@ -66,6 +66,7 @@ class Compaction:
     id: str
     address: str
     plan: dict[str, Any]
+    budget: dict[str, Any] = field(default_factory=dict)  # Budget's fields; empty: its defaults
     state: str = "running"  # running | done | stopped | failed
     events: list[dict[str, Any]] = field(default_factory=list)
     report: dict[str, Any] | None = None
@@ -83,6 +84,7 @@ class Compaction:
             "error": self.error,
             "started_at": self.started_at,
             "nodes_to_free": self.plan.get("nodes_to_free", []),
+            "budget": self.budget,
         }
 
     def add_event(self, event: dict[str, Any]) -> None:
@@ -161,8 +163,10 @@ class ClusterManager:
             self._plans.popitem(last=False)
         return dict(plan)
 
-    async def start_compaction(self, address: str | None, fingerprint: str | None, options: dict[str, Any]) -> Compaction:
-        """Start running a kept plan (by fingerprint) or a fresh one; returns at once."""
+    async def start_compaction(
+        self, address: str | None, fingerprint: str | None, options: dict[str, Any], budget: dict[str, Any]
+    ) -> Compaction:
+        """Start running a kept plan (by fingerprint) or a fresh one within ``budget``; returns at once."""
         if fingerprint is not None:
             plan = self._plans.get(fingerprint)
             if plan is None:
@@ -173,7 +177,7 @@ class ClusterManager:
         running = [c for c in self.compactions.values() if c.address == address and c.state == "running"]
         if running:
             raise ApiError(409, "busy", f"compaction {running[0].id} is already running on {address}; wait for it to end.")
-        compaction = Compaction(uuid.uuid4().hex[:12], address, plan)
+        compaction = Compaction(uuid.uuid4().hex[:12], address, plan, budget)
         self.compactions[compaction.id] = compaction
         task = asyncio.create_task(self._run(compaction))
         self._tasks.add(task)
@@ -202,7 +206,7 @@ class ClusterManager:
     # --- internals ------------------------------------------------------------------------------
 
     async def _run(self, compaction: Compaction) -> None:
-        args = {"plan": {k: v for k, v in compaction.plan.items() if k not in ("labels", "address")}}
+        args = {"plan": {k: v for k, v in compaction.plan.items() if k not in ("labels", "address")}, "budget": compaction.budget}
         try:
             report = await self._call(
                 compaction.address, "compact", args, self.settings.compaction_timeout_s, compaction.add_event

@@ -78,6 +78,13 @@ export interface AutoModel {
   last_reason: string;
 }
 
+/** A compaction's disruption budget (servelab.serving.Budget); what is left out keeps its default. */
+export interface Budget {
+  max_draining?: number;
+  max_migrating?: number | null;
+  min_saving_per_move?: number;
+}
+
 export interface Move {
   replica: string;
   deployment: string;
@@ -186,7 +193,7 @@ export const api = {
   clusters: () => request<{ clusters: ClusterEntry[]; refresh_interval_s: number }>('clusters'),
   cluster: (address: string | null) => request<ClusterModel>('cluster', {}, { address }),
   plan: (address: string | null, objective: string) => post<PlanModel>('plans', { address, objective }),
-  compact: (plan: string) => post<CompactionModel>('compactions', { plan }),
+  compact: (plan: string, budget: Budget = {}) => post<CompactionModel>('compactions', { plan, budget }),
   compaction: (id: string) => request<CompactionModel>(`compactions/${id}`),
   scale: (address: string | null, name: string, app: string, replicas: number) =>
     post<object>(`deployments/${encodeURIComponent(name)}/scale`, { address, app, replicas })

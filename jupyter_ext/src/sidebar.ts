@@ -76,7 +76,7 @@ export class ServelabSidebar extends Widget {
       return;
     }
     try {
-      const started = await api.compact(this._plan.fingerprint);
+      const started = await api.compact(this._plan.fingerprint, { max_draining: Number(this._draining.value) });
       this._events = [];
       this._running = started;
       this._drawCompaction();
@@ -189,6 +189,7 @@ export class ServelabSidebar extends Widget {
       'div',
       { class: 'servelab-Actions' },
       this._objective,
+      this._draining,
       button('Plan compaction', 'servelab-plan', () => void this.plan(), this._isRunning),
       this._plan && this._plan.nodes_to_free.length
         ? button(`Compact: free ${this._plan.nodes_to_free.length} node(s)`, 'servelab-compact jp-mod-accept', () => void this.compact(), this._isRunning)
@@ -217,6 +218,13 @@ export class ServelabSidebar extends Widget {
     { class: 'servelab-Objective', title: 'what compaction optimises' },
     h('option', { value: 'nodes' }, 'free nodes'),
     h('option', { value: 'cost' }, 'save cost')
+  ) as HTMLSelectElement;
+  private _draining = h(
+    'select',
+    { class: 'servelab-MaxDraining', title: 'nodes that may drain at once: more is faster, one at a time disturbs requests least' },
+    h('option', { value: '1' }, '1 node at a time'),
+    h('option', { value: '2' }, '2 nodes at once'),
+    h('option', { value: '3' }, '3 nodes at once')
   ) as HTMLSelectElement;
   private _head = h(
     'div',

@@ -78,6 +78,7 @@ BAD_BODIES = [
     ("plans", {"address": "not an address"}, "host:port"),
     ("plans", {"keep": ["no-such-node"]}, "unknown node"),
     ("compactions", {"plan": 7}, "fingerprint"),
+    ("compactions", {"budget": {"max_draining": -1}}, "positive integer"),
     ("deployments/a/scale", {"replicas": "two"}, "non-negative integer"),
     ("deployments/a/scale", {}, "non-negative integer"),
     ("deployments/a/scale", {"replicas": -1}, "non-negative integer"),
@@ -116,7 +117,14 @@ async def test_a_compaction_runs_and_its_events_are_observable_while_it_runs(
     code, plan = await api("POST", "plans", body={"objective": "nodes"})
     assert code == 201 and len(plan["nodes_to_free"]) == 1 and len(plan["moves"]) == 2
     assert set(plan["labels"]) >= set(plan["nodes_to_free"])
-    code, started = await api("POST", "compactions", body={"plan": plan["fingerprint"]})
+    code, refused = await api("POST", "compactions", body={"plan": plan["fingerprint"], "budget": {"min_saving_per_move": 1000}})
+    assert code == 202 and refused["budget"]["min_saving_per_move"] == 1000
+    while refused["state"] == "running":
+        await asyncio.sleep(0.2)
+        code, refused = await api("GET", "compactions", refused["id"])
+    assert refused["state"] == "done" and "not worth it" in refused["report"]["reason"]  # the worth-it rule: nothing moved
+    assert refused["report"]["nodes_freed"] == [] and refused["report"]["budget"]["min_saving_per_move"] == 1000
+    code, started = await api("POST", "compactions", body={"plan": plan["fingerprint"], "budget": {"max_draining": 2}})
     assert code == 202 and started["state"] == "running"
     compaction = started["id"]
 
@@ -142,6 +150,7 @@ async def test_a_compaction_runs_and_its_events_are_observable_while_it_runs(
         assert code == 409 and compaction in busy["message"]  # one compaction per cluster at a time
         await asyncio.sleep(0.5)
     assert state["state"] == "done", state
+    assert state["budget"]["max_draining"] == 2 and state["report"]["budget"]["max_draining"] == 2
     assert "draining" in seen_while_running  # events arrive while it runs, not only at the end
     assert state["report"]["nodes_freed"] == plan["nodes_to_free"] and state["report"]["replicas_moved"] == 2
     assert [e["kind"] for e in state["events"]] == ["planned", "draining", "migrated", "released", "done"]

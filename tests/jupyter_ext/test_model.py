@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from servelab.jupyter_ext.handlers import planning_options
+from servelab.jupyter_ext.handlers import compaction_budget, planning_options
 from servelab.jupyter_ext.manager import ApiError
 from servelab.jupyter_ext.model import cluster_model, plan_model
 from servelab.serving import Plan, fragmentation, plan
@@ -86,3 +86,24 @@ def test_the_model_says_who_drains_a_node_and_what_automatic_compaction_does() -
         "nodes_freed": 3,
         "last_reason": "nothing worth moving",
     }
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        (2, "an object with any of max_draining"),
+        ({"max_drain": 2}, "an object with any of max_draining"),
+        ({"max_draining": 0}, "positive integer"),
+        ({"max_migrating": 1.5}, "positive integer or None"),
+        ({"min_saving_per_move": "0.1"}, "budget:"),
+    ],
+)
+def test_a_bad_compaction_budget_names_the_fix(given: object, says: str) -> None:
+    with pytest.raises(ApiError) as raised:
+        compaction_budget(given)
+    assert raised.value.status == 400 and raised.value.kind == "bad-budget" and says in raised.value.message
+
+
+def test_a_compaction_budget_is_budgets_fields() -> None:
+    assert compaction_budget(None) == {}
+    assert compaction_budget({"max_draining": 2}) == {"max_draining": 2, "max_migrating": None, "min_saving_per_move": 0.01}

@@ -80,6 +80,7 @@ def test_sidebar_shows_the_cluster_and_compacts_it(page: Any, fragmented: servin
     assert page.locator(f"{SIDEBAR} .servelab-Moves li").count() == 2
     page.locator(SIDEBAR).screenshot(path=str(shots / "sidebar_plan.png"))
 
+    page.locator(f"{SIDEBAR} .servelab-MaxDraining").select_option("2")  # sent as the budget; a bad one would be refused
     page.locator(f"{SIDEBAR} .servelab-compact").click()
     page.locator(f"{SIDEBAR} .servelab-Events li[data-kind='draining']").wait_for(timeout=120_000)  # live progress
     report = page.locator(f"{SIDEBAR} .servelab-Report")
