@@ -1,7 +1,8 @@
 """Automatic compaction: a policy that runs in a detached actor on the cluster, so it outlives the notebook.
 
 It waits until the cluster has been stable (every deployment healthy, nothing draining, the same
-placement) for ``delay_s``, plans, and compacts within the budget when the plan is worth it, as
+placement) for ``delay_s`` (on its first look, counted from its newest replica's start, as Ray's
+own compaction counts from the last change), plans, and compacts within the budget when the plan is worth it, as
 Anyscale's platform does by default. The actor lives on the head node, which compaction never
 drains. Freed nodes are released where servelab owns them: on the embedded cluster a drained, idle
 raylet leaves by itself; on a real cluster the autoscaler reclaims them.
@@ -22,6 +23,7 @@ from servelab.serving.context import Session
 from servelab.serving.executor import CompactionEvent, compact
 from servelab.serving.planner import plan
 from servelab.serving.reader import snapshot
+from servelab.serving.snapshot import Snapshot
 
 ACTOR_NAME = "servelab-autocompact"
 KEPT_EVENTS = 200
@@ -69,6 +71,7 @@ class AutoCompactor:
         self._policy = policy
         self._state = "waiting"
         self._stable_since: float | None = None
+        self._looked = False  # a settled cluster was seen: later changes are seen as they happen
         self._compactions = 0
         self._freed = self._moved = self._as_planned = 0
         self._last_reason = ""
@@ -106,8 +109,11 @@ class AutoCompactor:
                 if not snap.all_healthy() or any(n.draining for n in snap.nodes):
                     seen, self._stable_since = "", None
                     continue
-                if snap.fingerprint() != seen or self._stable_since is None:  # settled in a new placement: the delay starts now
-                    seen, self._stable_since = snap.fingerprint(), time.time()
+                if snap.fingerprint() != seen or self._stable_since is None:
+                    # Settled in a new placement: the delay starts now, or on the first look, when its
+                    # newest replica started (as Ray's own compaction counts from the last change).
+                    seen, self._stable_since = snap.fingerprint(), time.time() if self._looked else quiet_since(snap)
+                self._looked = True
                 if time.time() - self._stable_since < self._policy.delay_s:
                     continue
                 proposal = plan(snap, objective="cost" if self._policy.objective == "cost" else "nodes")
@@ -130,6 +136,15 @@ class AutoCompactor:
 
     def _record(self, event: CompactionEvent) -> None:
         self._events.append({**event.to_dict(), "at": time.time()})
+
+
+def quiet_since(snapshot: Snapshot) -> float:
+    """When a settled cluster last changed, as far as a first look can tell: its newest replica's start
+    (now when a replica's start is unknown)."""
+    starts = [r.started_at for r in snapshot.replicas]
+    if any(start is None for start in starts):
+        return time.time()
+    return min(max((s for s in starts if s is not None), default=0.0), time.time())
 
 
 def autocompact(

@@ -44,3 +44,19 @@ def test_a_bad_policy_is_refused_and_nothing_starts(cluster: str) -> None:
     with pytest.raises(CompactionError, match="objective='speed'"):
         serving.autocompact(objective="speed")
     assert serving.autocompact_status() is None
+
+
+def test_a_first_look_counts_the_quiet_time_from_the_newest_replica() -> None:
+    from dataclasses import replace
+
+    from servelab.serving.autocompact import quiet_since
+    from servelab.testing.clusters import fragmented_cluster
+
+    snap = fragmented_cluster(4, seed=0)
+    now = time.time()
+    started = replace(snap, replicas=tuple(replace(r, started_at=now - 60 - i) for i, r in enumerate(snap.replicas)))
+    assert quiet_since(started) == pytest.approx(now - 60)  # the newest replica started a minute ago
+    unknown = replace(started, replicas=(replace(started.replicas[0], started_at=None), *started.replicas[1:]))
+    assert quiet_since(unknown) >= now  # a start not known: the delay starts now
+    future = replace(snap, replicas=tuple(replace(r, started_at=now + 30) for r in snap.replicas))
+    assert quiet_since(future) <= time.time()  # a clock ahead of this one never makes a negative wait
