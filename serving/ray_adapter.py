@@ -218,25 +218,38 @@ def available_per_node() -> dict[str, dict[str, float]]:
 
 def gpu_free(node: RawNode, available: float) -> tuple[float, ...] | None:
     """Free GPU per instance on ``node``, from what each of its workers holds (the raylet's
-    ``GetNodeStats``); None where the raylet does not answer.
-
-    GPUs reserved by a placement group show in no worker's slots: the GPUs missing from the sum
-    are counted as taken, entirely free instances first (bundles usually hold whole GPUs).
-    """
+    ``GetNodeStats``); None where the raylet does not answer or disagrees with ``available``."""
     from ray._private.internal_api import node_stats
 
-    count = int(node.total.get("GPU", 0.0))
     try:
         stats = node_stats(node.address, node.port, include_memory_info=False)
     except Exception:  # an unreachable or older raylet: the scalar view stays
         return None
+    held = [
+        (slot.slot, slot.allocation)
+        for worker in stats.core_workers_stats
+        if (gpu := worker.used_resources.get("GPU")) is not None
+        for slot in gpu.resource_slots
+    ]
+    return instances_free(int(node.total.get("GPU", 0.0)), held, available)
+
+
+def instances_free(count: int, held: list[tuple[int, float]], available: float) -> tuple[float, ...] | None:
+    """Free GPU per instance from the (instance, amount) its workers hold, reconciled with the GCS's
+    ``available`` (pure).
+
+    GPUs reserved by a placement group show in no worker's slots: the GPUs missing from the sum are
+    counted as taken, entirely free instances first (bundles usually hold whole GPUs). Workers
+    holding more than the GCS counts as used means the raylet's list is behind (a replica just
+    stopped, its worker still exiting): None then, and the scalar view stays for this look.
+    """
     free = [1.0] * count
-    for worker in stats.core_workers_stats:
-        held = worker.used_resources.get("GPU")
-        for slot in held.resource_slots if held is not None else ():
-            if 0 <= slot.slot < count:
-                free[slot.slot] -= slot.allocation
+    for slot, amount in held:
+        if 0 <= slot < count:
+            free[slot] -= amount
     missing = sum(free) - available
+    if missing < -1e-6:
+        return None
     for i in sorted(range(count), key=lambda i: -free[i]):
         taken = min(free[i], max(missing, 0.0))
         free[i] -= taken

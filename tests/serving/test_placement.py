@@ -49,3 +49,14 @@ def test_unread_gpu_instances_follow_the_scalar_count() -> None:
     assert gpu_instances(Node("a", "gpu", {"GPU": 4.0}, {"GPU": 2.5})) == [1.0, 1.0, 0.5, 0.0]
     assert gpu_instances(Node("a", "gpu", {"GPU": 2.0}, {"GPU": 1.0}, gpu_free=(0.5, 0.5))) == [0.5, 0.5]
     assert gpu_instances(Node("c", "cpu", {"CPU": 8.0}, {"CPU": 8.0})) == []
+
+
+def test_gpu_instances_are_read_from_worker_slots_and_reconciled_with_the_gcs() -> None:
+    from servelab.serving.ray_adapter import instances_free
+
+    assert instances_free(2, [(0, 0.5), (1, 0.5)], 1.0) == (0.5, 0.5)  # split halves: no whole GPU
+    assert instances_free(2, [(0, 0.5), (0, 0.5)], 1.0) == (0.0, 1.0)
+    assert instances_free(4, [(0, 0.5)], 2.5) == (0.5, 0.0, 1.0, 1.0)  # a placement group holds one whole GPU
+    # A replica just stopped: its worker still lists a slot the GCS already counts as free. The raylet
+    # is behind; its figures would hide room that exists, so the scalar view stays for this look.
+    assert instances_free(2, [(0, 0.5), (1, 0.5), (1, 0.5)], 1.0) is None
