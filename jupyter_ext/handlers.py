@@ -7,6 +7,7 @@ or 5xx code and a message that names the fix.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Awaitable
 from typing import Any
@@ -199,9 +200,9 @@ def compaction_budget(given: Any) -> dict[str, Any]:
     is refused before anything runs): ``{"max_draining": 2, "max_migrating": 1, "min_saving_per_move": 0.1}``."""
     if given is None:
         return {}
-    fields = ("max_draining", "max_migrating", "min_saving_per_move")
-    if not isinstance(given, dict) or set(given) - set(fields):
-        raise ApiError(400, "bad-budget", f"budget={given!r}: send an object with any of {', '.join(fields)}.")
+    names = [f.name for f in dataclasses.fields(Budget)]
+    if not isinstance(given, dict) or set(given) - set(names):
+        raise ApiError(400, "bad-budget", f"budget={given!r}: send an object with any of {', '.join(names)}.")
     try:
         return Budget(**given).to_dict()
     except (CompactionError, TypeError) as exc:  # TypeError: a number sent as a string

@@ -132,8 +132,8 @@ def model_rows(snapshot: Snapshot, deployment: str | None = None) -> list[ModelR
         if deployment is not None and deployment not in (replica.deployment, replica.app):
             continue
         for c in replica.models:
-            row = rows.get(c.model_id)
-            rows[c.model_id] = ModelRow(c, int(c.loaded)) if row is None else ModelRow(row.count + c, row.held_by + c.loaded)
+            row = rows.get(c.model_id) or ModelRow(ModelCount(c.model_id), 0)
+            rows[c.model_id] = ModelRow(row.count + c, row.held_by + int(c.loaded))
     return sorted(rows.values(), key=lambda r: (-r.count.requests, r.count.model_id))
 
 
