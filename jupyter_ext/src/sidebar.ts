@@ -311,7 +311,7 @@ function drawNode(node: NodeModel, resources: string[], palette: Map<string, str
       ? h(
           'span',
           { class: 'servelab-Badge servelab-mod-draining', title: `drained by ${DRAINERS[node.drained_by ?? 'other']}` },
-          node.drained_by === 'servelab' || !node.drained_by ? 'draining' : `draining (${node.drained_by === 'ray' ? 'Ray' : 'other'})`
+          node.drained_by === 'servelab' ? 'draining' : `draining (${node.drained_by === 'ray' ? 'Ray' : 'other'})`
         )
       : null,
     !node.head && !node.in_use ? h('span', { class: 'servelab-Badge servelab-mod-idle' }, 'idle') : null
