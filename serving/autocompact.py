@@ -1,11 +1,12 @@
 """Automatic compaction: a policy that runs in a detached actor on the cluster, so it outlives the notebook.
 
-It waits until the cluster has been stable (every deployment healthy, nothing draining, the same
-placement) for ``delay_s`` (on its first look, counted from its newest replica's start, as Ray's
-own compaction counts from the last change), plans, and compacts within the budget when the plan is worth it, as
-Anyscale's platform does by default. The actor lives on the head node, which compaction never
-drains. Freed nodes are released where servelab owns them: on the embedded cluster a drained, idle
-raylet leaves by itself; on a real cluster the autoscaler reclaims them.
+It waits until the cluster has been stable (every deployment healthy, nothing draining, every
+replica where it was; idle nodes may come and go) for ``delay_s`` (on its first look, counted from
+its newest replica's start, as Ray's own compaction counts from the last change), plans, and
+compacts within the budget when the plan is worth it, as Anyscale's platform does by default. The
+actor lives on the head node, which compaction never drains. Freed nodes are released where
+servelab owns them: on the embedded cluster a drained, idle raylet leaves by itself; on a real
+cluster the autoscaler reclaims them.
 """
 
 from __future__ import annotations
@@ -70,8 +71,7 @@ class AutoCompactor:
         context.set_session(Session("(inside the cluster)", None, node_types))
         self._policy = policy
         self._state = "waiting"
-        self._stable_since: float | None = None
-        self._looked = False  # a settled cluster was seen: later changes are seen as they happen
+        self._quiet = QuietClock()
         self._compactions = 0
         self._freed = self._moved = self._as_planned = 0
         self._last_reason = ""
@@ -81,7 +81,7 @@ class AutoCompactor:
         self._thread.start()
 
     def status(self) -> AutoStatus:
-        stable = 0.0 if self._stable_since is None else time.time() - self._stable_since
+        stable = 0.0 if self._quiet.since is None else time.time() - self._quiet.since
         return AutoStatus(
             asdict(self._policy),
             self._state,
@@ -102,22 +102,20 @@ class AutoCompactor:
         return self.status()
 
     def _loop(self) -> None:
-        seen = ""
-        while not self._stop.wait(self._policy.interval_s):
+        wait = self._policy.interval_s
+        while not self._stop.wait(wait):
+            wait = self._policy.interval_s
             try:
                 snap = snapshot()
-                if not snap.all_healthy() or any(n.draining for n in snap.nodes):
-                    seen, self._stable_since = "", None
+                since = self._quiet.observe(snap, time.time())
+                if since is None:
                     continue
-                if snap.fingerprint() != seen or self._stable_since is None:
-                    # Settled in a new placement: the delay starts now, or on the first look, when its
-                    # newest replica started (as Ray's own compaction counts from the last change).
-                    seen, self._stable_since = snap.fingerprint(), time.time() if self._looked else quiet_since(snap)
-                self._looked = True
-                if time.time() - self._stable_since < self._policy.delay_s:
+                left = since + self._policy.delay_s - time.time()
+                if left > 0:
+                    wait = min(wait, left)  # look again when the delay ends, not up to an interval later
                     continue
                 proposal = plan(snap, objective="cost" if self._policy.objective == "cost" else "nodes")
-                self._stable_since = time.time()  # look again only after another quiet delay
+                self._quiet.since = time.time()  # look again only after another quiet delay
                 if not proposal.nodes_to_free or not_worth_it(proposal, self._policy.budget):
                     self._last_reason = not_worth_it(proposal, self._policy.budget) or "nothing to free"
                     continue
@@ -130,12 +128,34 @@ class AutoCompactor:
                 self._last_reason = report.reason
             except Exception as exc:  # one bad look must not end the policy; it says why and tries again
                 self._last_reason = f"{type(exc).__name__}: {exc}"
-                self._stable_since = None
+                self._quiet.since = None
             finally:
                 self._state = "stopped" if self._stop.is_set() else "waiting"
 
     def _record(self, event: CompactionEvent) -> None:
         self._events.append({**event.to_dict(), "at": time.time()})
+
+
+@dataclass
+class QuietClock:
+    """Since when the cluster has been settled, look by look: every deployment healthy, nothing
+    draining, every replica where it was (idle nodes may come and go)."""
+
+    since: float | None = None
+    placement: str = ""
+    looked: bool = False  # the cluster was seen at all: later changes are seen as they happen
+
+    def observe(self, snapshot: Snapshot, now: float) -> float | None:
+        """Take one look; returns when the cluster settled, or None while it is changing."""
+        if not snapshot.all_healthy() or any(n.draining for n in snapshot.nodes):
+            self.placement, self.since, self.looked = "", None, True
+            return None
+        if snapshot.placement() != self.placement or self.since is None:
+            # Settled in a new placement: the delay starts now, or, when the very first look finds it
+            # settled, when its newest replica started (as Ray's own compaction counts from the last change).
+            self.placement, self.since = snapshot.placement(), now if self.looked else quiet_since(snapshot)
+        self.looked = True
+        return self.since
 
 
 def quiet_since(snapshot: Snapshot) -> float:

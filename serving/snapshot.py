@@ -175,9 +175,16 @@ class Snapshot:
 
     def fingerprint(self) -> str:
         """Identifies the placement a plan was made for: alive nodes, draining flags, replica placement."""
-        placement = sorted((r.id, r.node_id or "", r.state) for r in self.replicas)
         nodes = sorted((n.id, n.alive, n.draining) for n in self.nodes)
-        return hashlib.sha256(json.dumps([nodes, placement]).encode()).hexdigest()[:16]
+        return _digest([nodes, self._placement()])
+
+    def placement(self) -> str:
+        """Identifies where the replicas run and in what state, whatever idle nodes come and go: the
+        change that restarts automatic compaction's quiet delay (an autoscaler's idle nodes do not)."""
+        return _digest(self._placement())
+
+    def _placement(self) -> list[tuple[str, str, str]]:
+        return sorted((r.id, r.node_id or "", r.state) for r in self.replicas)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -203,3 +210,7 @@ class Snapshot:
 
 def _tuple(values: list[float] | None) -> tuple[float, ...] | None:
     return None if values is None else tuple(values)
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value).encode()).hexdigest()[:16]

@@ -61,3 +61,40 @@ def test_a_first_look_counts_the_quiet_time_from_the_newest_replica() -> None:
     assert quiet_since(unknown) >= now  # a start not known: the delay starts now
     future = replace(snap, replicas=tuple(replace(r, started_at=now + 30) for r in snap.replicas))
     assert quiet_since(future) <= time.time()  # a clock ahead of this one never makes a negative wait
+
+
+def test_the_quiet_clock_restarts_on_replica_changes_not_on_idle_nodes() -> None:
+    from dataclasses import replace
+
+    from servelab.serving.autocompact import QuietClock
+    from servelab.testing.clusters import fragmented_cluster
+
+    snap = fragmented_cluster(6, seed=1)
+    idle = [n for n in snap.nodes if not snap.replicas_on(n.id)]
+    assert idle, "the generator leaves an idle node to remove"
+    clock = QuietClock(looked=True)
+    assert clock.observe(snap, now=100.0) == 100.0
+    without_idle = replace(snap, nodes=tuple(n for n in snap.nodes if n.id != idle[0].id))
+    assert clock.observe(without_idle, now=110.0) == 100.0  # an autoscaler removed an idle node: still quiet
+    assert without_idle.fingerprint() != snap.fingerprint()  # but a plan made before is stale
+    moved = replace(snap, replicas=(replace(snap.replicas[0], node_id=idle[0].id), *snap.replicas[1:]))
+    assert clock.observe(moved, now=120.0) == 120.0  # a replica moved: the delay starts again
+    draining = replace(moved, nodes=(replace(moved.nodes[0], draining=True), *moved.nodes[1:]))
+    assert clock.observe(draining, now=130.0) is None
+    assert clock.observe(moved, now=140.0) == 140.0
+
+
+def test_a_first_look_guesses_only_when_it_finds_the_cluster_settled() -> None:
+    from dataclasses import replace
+
+    from servelab.serving.autocompact import QuietClock
+    from servelab.testing.clusters import fragmented_cluster
+
+    snap = fragmented_cluster(4, seed=0)
+    settled = replace(snap, replicas=tuple(replace(r, started_at=50.0) for r in snap.replicas))
+    assert QuietClock().observe(settled, now=100.0) == 50.0  # first look: from the newest replica's start
+    changing = replace(settled, nodes=(replace(settled.nodes[0], draining=True), *settled.nodes[1:]))
+    clock = QuietClock()
+    assert clock.observe(changing, now=100.0) is None
+    # Seen changing (a scale-down stopping replicas starts none): it settled when seen settled, not at 50.
+    assert clock.observe(settled, now=101.0) == 101.0
