@@ -231,14 +231,14 @@ def all_healthy() -> bool:
     return all(d.healthy for d in deployments())
 
 
-def wait_healthy(timeout_s: float = 120.0) -> None:
-    """Wait until every deployment is healthy at its target (after scale(), say)."""
+def wait_healthy(timeout_s: float = 120.0, poll_s: float = 0.5) -> None:
+    """Wait until every deployment is healthy at its target (after scale(), say), looking every ``poll_s``."""
     deadline = time.monotonic() + timeout_s
     while not all_healthy():
         if time.monotonic() > deadline:
             unhealthy = [f"{d.name} {d.status} {d.running_replicas}/{d.target_replicas}" for d in deployments() if not d.healthy]
             raise DeploymentError(f"deployments not healthy after {timeout_s:.0f} s: {', '.join(unhealthy)}")
-        time.sleep(0.5)
+        time.sleep(poll_s)
 
 
 def wait_running(
