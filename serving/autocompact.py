@@ -150,21 +150,22 @@ class QuietClock:
         if not snapshot.all_healthy() or any(n.draining for n in snapshot.nodes):
             self.placement, self.since, self.looked = "", None, True
             return None
-        if snapshot.placement() != self.placement or self.since is None:
+        placement = snapshot.placement()
+        if placement != self.placement or self.since is None:
             # Settled in a new placement: the delay starts now, or, when the very first look finds it
             # settled, when its newest replica started (as Ray's own compaction counts from the last change).
-            self.placement, self.since = snapshot.placement(), now if self.looked else quiet_since(snapshot)
+            self.placement, self.since = placement, now if self.looked else quiet_since(snapshot, now)
         self.looked = True
         return self.since
 
 
-def quiet_since(snapshot: Snapshot) -> float:
+def quiet_since(snapshot: Snapshot, now: float) -> float:
     """When a settled cluster last changed, as far as a first look can tell: its newest replica's start
-    (now when a replica's start is unknown)."""
-    starts = [r.started_at for r in snapshot.replicas]
-    if any(start is None for start in starts):
-        return time.time()
-    return min(max((s for s in starts if s is not None), default=0.0), time.time())
+    (``now`` when a replica's start is unknown, and never later than ``now``)."""
+    starts = [r.started_at for r in snapshot.replicas if r.started_at is not None]
+    if len(starts) < len(snapshot.replicas):
+        return now
+    return min(max(starts, default=0.0), now)
 
 
 def autocompact(

@@ -56,11 +56,11 @@ def test_a_first_look_counts_the_quiet_time_from_the_newest_replica() -> None:
     snap = fragmented_cluster(4, seed=0)
     now = time.time()
     started = replace(snap, replicas=tuple(replace(r, started_at=now - 60 - i) for i, r in enumerate(snap.replicas)))
-    assert quiet_since(started) == pytest.approx(now - 60)  # the newest replica started a minute ago
+    assert quiet_since(started, time.time()) == pytest.approx(now - 60)  # the newest replica started a minute ago
     unknown = replace(started, replicas=(replace(started.replicas[0], started_at=None), *started.replicas[1:]))
-    assert quiet_since(unknown) >= now  # a start not known: the delay starts now
+    assert quiet_since(unknown, time.time()) >= now  # a start not known: the delay starts now
     future = replace(snap, replicas=tuple(replace(r, started_at=now + 30) for r in snap.replicas))
-    assert quiet_since(future) <= time.time()  # a clock ahead of this one never makes a negative wait
+    assert quiet_since(future, time.time()) <= time.time()  # a clock ahead of this one never makes a negative wait
 
 
 def test_the_quiet_clock_restarts_on_replica_changes_not_on_idle_nodes() -> None:
