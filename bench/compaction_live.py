@@ -103,8 +103,7 @@ def wait_for_end(bound: int, started: float) -> float:
         now = in_use(snap)
         if now != last:
             last, changed = now, time.monotonic()
-        settled = snap.all_healthy() and not any(n.draining for n in snap.nodes)
-        if settled and (now <= bound or time.monotonic() - changed > SETTLE_S):
+        if snap.settled() and (now <= bound or time.monotonic() - changed > SETTLE_S):
             return changed - started
         time.sleep(0.5)
     return changed - started

@@ -147,7 +147,7 @@ class QuietClock:
 
     def observe(self, snapshot: Snapshot, now: float) -> float | None:
         """Take one look; returns when the cluster settled, or None while it is changing."""
-        if not snapshot.all_healthy() or any(n.draining for n in snapshot.nodes):
+        if not snapshot.settled():
             self.placement, self.since, self.looked = "", None, True
             return None
         placement = snapshot.placement()

@@ -167,6 +167,10 @@ class Snapshot:
         """True when every deployment is HEALTHY at its target with no replica in transition."""
         return all(d.healthy for d in self.deployments)
 
+    def settled(self) -> bool:
+        """Nothing in motion: every deployment healthy at its target and no node draining."""
+        return self.all_healthy() and not any(n.draining for n in self.nodes)
+
     @property
     def resource_names(self) -> list[str]:
         names = {name for node in self.nodes for name in node.total}
