@@ -19,10 +19,22 @@ def snapshot() -> Snapshot:
     >>> snap = snapshot()
     >>> [(n.id[:8], n.available.get("GPU")) for n in snap.nodes]
     """
+    return _read(detailed=True)
+
+
+def quick_snapshot() -> Snapshot:
+    """Where each replica runs and in what state, the deployments, and which nodes are alive and
+    draining: cheap enough to read several times a second while waiting on a migration. Its nodes
+    carry no availability, no per-GPU view and no model counts: ``snapshot()`` asks the raylets for
+    the per-GPU view, a query each raylet passes on to every worker process, serving replicas included."""
+    return _read(detailed=False)
+
+
+def _read(detailed: bool) -> Snapshot:
     session = context.current()
     draining = ray_adapter.draining_nodes()
     ours = set(ray_adapter.reports(DRAIN_RECORD))
-    available = ray_adapter.available_per_node()
+    available = ray_adapter.available_per_node() if detailed else {}
     serve = ray_adapter.serve_state()
     # Serve's own compaction drains no node in the GCS: it marks the replicas it moves PENDING_MIGRATION.
     migrating = {r.node_id for r in serve.replicas if r.state == "PENDING_MIGRATION"} - set(draining)
@@ -33,7 +45,7 @@ def snapshot() -> Snapshot:
         if not raw.alive:
             continue
         free = available.get(raw.id, {})
-        split = raw.id in fractional or free.get("GPU", 0.0) % 1.0 > 1e-6
+        split = detailed and (raw.id in fractional or free.get("GPU", 0.0) % 1.0 > 1e-6)
         kind = node_type_of(raw.labels) or ("head" if raw.head else "worker")
         spec = session.node_types.get(kind)
         nodes.append(
@@ -50,8 +62,10 @@ def snapshot() -> Snapshot:
                 gpu_free=ray_adapter.gpu_free(raw, free.get("GPU", 0.0)) if split else None,
             )
         )
-    counts = counts_by_replica()
-    replicas = tuple(replace(r, models=counts[r.id]) if r.id in counts else r for r in serve.replicas)
+    replicas = serve.replicas
+    if detailed:
+        counts = counts_by_replica()
+        replicas = tuple(replace(r, models=counts[r.id]) if r.id in counts else r for r in serve.replicas)
     return Snapshot(tuple(nodes), replicas, taken_at=time.time(), deployments=serve.deployments)
 
 
