@@ -278,7 +278,7 @@ class ServelabMagics(Magics):
     @argument("--max-moves", type=int, help="move at most K replicas")
     @argument("--keep", nargs="*", default=[], metavar="NODE", help="node ids (or prefixes) never to free")
     @argument("--no-probe", action="store_true", help="do not send requests to the deployments while compacting")
-    @argument("--max-draining", type=int, default=1, metavar="N", help="nodes draining at once (default 1)")
+    @argument("--max-draining", type=int, default=1, metavar="N", help="nodes whose replicas migrate at once (default 1)")
     @argument("--max-migrating", type=int, metavar="N", help="replicas of one deployment migrating at once")
     @argument("--min-saving", type=float, default=0.01, metavar="USD", help="$/h to save per replica moved, or nothing runs")
     @argument("--auto", choices=["on", "off", "status"], help="automatic compaction on the cluster, outliving this kernel")

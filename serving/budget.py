@@ -2,7 +2,8 @@
 
 In the spirit of Kubernetes disruption budgets and Karpenter's consolidation: nodes drain in waves
 of at most ``max_draining`` (several at once is faster; each wave's replicas still only go to nodes
-that stay), no deployment has more than ``max_migrating`` replicas migrating at once, and a plan
+that stay; a node whose replicas already run elsewhere and only finish their last requests no longer
+counts, as a terminating pod with a ready replacement does not count against a disruption budget), no deployment has more than ``max_migrating`` replicas migrating at once, and a plan
 that saves less than ``min_saving_per_move`` per hour for each replica it moves is not run at all.
 """
 
@@ -25,7 +26,7 @@ class Budget:
     >>> compact(budget=Budget(max_draining=2, min_saving_per_move=0.1))
     """
 
-    max_draining: int = 1  # nodes draining at once
+    max_draining: int = 1  # nodes whose replicas migrate at once
     max_migrating: int | None = None  # replicas of one deployment migrating at once (None: no limit)
     min_saving_per_move: float = 0.01  # $/h the plan must save per replica it moves
 

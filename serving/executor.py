@@ -1,11 +1,11 @@
-"""Zero-downtime compaction: drain planned nodes one at a time through Ray, then release them.
+"""Zero-downtime compaction: drain planned nodes in waves through Ray, then release them.
 
 A node drained through the GCS with reason PREEMPTION and no deadline makes Serve start each
 replacement replica elsewhere before it stops the old one, so requests keep being served. The
-executor checks before each drain that the node's replicas fit elsewhere, watches them leave,
-waits for every deployment to be healthy, then releases the node (embedded cluster: removes it;
-a real cluster's autoscaler reclaims it). It stops safely, with a report, when a node dies midway.
-"""
+executor checks before each wave that its nodes' replicas fit elsewhere and starts the next wave
+as soon as the replacements run (the old replicas' graceful stop overlaps it); each node is released
+once it hosts nothing (embedded cluster: removed; a real cluster's autoscaler reclaims it). It stops
+safely, with a report, when a node dies midway."""
 
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ from servelab.serving.cluster import remove_node
 from servelab.serving.placement import fits, gpu_instances, label_match, stuck, take_gpu
 from servelab.serving.planner import Plan
 from servelab.serving.planner import plan as make_plan
-from servelab.serving.reader import DRAIN_RECORD, snapshot
+from servelab.serving.reader import DRAIN_RECORD, quick_snapshot, snapshot
 from servelab.serving.snapshot import Snapshot
 from servelab.serving.steering import as_serve_places
 
-POLL_S = 0.5
+POLL_S = 0.2  # quick_snapshot() is cheap: a replacement noticed sooner is a node freed sooner
 STUCK_AFTER_S = 30.0
 
 
@@ -139,9 +139,9 @@ def compact(
     """Run ``plan`` (or a fresh ``plan(snapshot(), **plan_options)``) with zero downtime, within ``budget``.
 
     Refuses a plan made for a cluster that has changed since (StalePlanError) and one not worth its
-    moves (the report says why). Nodes drain in waves of ``budget.max_draining``; after each wave
-    the rest of the plan is checked against the live cluster and planned again where it no longer
-    holds. ``dry_run`` returns the plan as a report and changes nothing. ``probe`` measures request
+    moves (the report says why). Nodes drain in waves of ``budget.max_draining``, the next as soon
+    as the last one's replicas run elsewhere; after each wave the rest of the plan is checked against
+    the live cluster and planned again where it no longer holds. ``dry_run`` returns the plan as a report and changes nothing. ``probe`` measures request
     latency before and during.
 
     >>> compact(dry_run=True).plan.nodes_to_free
@@ -186,9 +186,26 @@ def compact(
         probe.mark("during")
     expected = {n.id for n in snap.nodes}
     freed: list[str] = []
+    draining: list[str] = []  # drained, not yet released
+    stopping: list[str] = []  # of those, the ones whose replicas run elsewhere now, finishing their last requests
     moved = placed = 0
     reason = ""
     current = plan
+
+    def release(nodes: list[str]) -> None:
+        for node_id in nodes:
+            if session.embedded is not None:
+                remove_node(node_id)
+                ray_adapter.forget(DRAIN_RECORD, node_id)
+                message = f"{node_id[:12]} released"
+            else:
+                message = f"{node_id[:12]} is idle and drained; the cluster's autoscaler reclaims it"
+            expected.discard(node_id)
+            draining.remove(node_id)
+            stopping.remove(node_id)
+            freed.append(node_id)
+            emit("released", node_id, message, len(freed))
+
     try:
         remaining = list(current.nodes_to_free)
         while remaining and not reason:
@@ -200,16 +217,17 @@ def compact(
             replicas = sum(len(snap.replicas_on(n)) for n in wave)
             for node_id in wave:
                 _drain(node_id)
+                draining.append(node_id)
                 emit(
                     "draining",
                     node_id,
                     f"draining {node_id[:12]}: {len(snap.replicas_on(node_id))} replica(s) to migrate",
                     len(freed),
                 )
-            reason = _wait_migrated(wave, expected, node_timeout_s)
+            # The next wave starts once this one's replicas run elsewhere: the old ones' graceful stop
+            # (Serve's shutdown wait loop, 2 s even when idle) overlaps the next replacements' start.
+            reason = _wait_replaced(wave, stopping, expected, node_timeout_s, release)
             if reason:
-                # A drain cannot be undone: Serve goes on moving the nodes' replicas. Report once they settled.
-                reason += _settle(wave, node_timeout_s)
                 break
             snap = snapshot()
             moved += replicas
@@ -219,32 +237,30 @@ def compact(
                 emit(
                     "migrated",
                     node_id,
-                    f"replicas left {node_id[:12]}; {landed}/{replicas} of the wave landed as planned",
+                    f"replicas run elsewhere, leaving {node_id[:12]}; {landed}/{replicas} of the wave landed as planned",
                     len(freed),
                 )
-                if session.embedded is not None:
-                    remove_node(node_id)
-                    ray_adapter.forget(DRAIN_RECORD, node_id)
-                    message = f"{node_id[:12]} released"
-                else:
-                    message = f"{node_id[:12]} is idle and drained; the cluster's autoscaler reclaims it"
-                expected.discard(node_id)
-                freed.append(node_id)
-                emit("released", node_id, message, len(freed))
-            snap = snapshot()
+            stopping += wave
             remaining = [n for n in remaining if n not in wave]
             if remaining and _cannot_move(remaining, snap):
                 # Serve chose other targets than planned and the rest no longer fits: plan what remains again.
                 fresh = make_plan(snap, objective="cost" if plan.objective == "cost" else "nodes")
                 current = as_serve_places(snap, fresh, budget.max_draining)
-                remaining = list(current.nodes_to_free)
-                total = len(freed) + len(remaining)
+                remaining = [n for n in current.nodes_to_free if n not in stopping]
+                total = len(freed) + len(stopping) + len(remaining)
                 emit(
                     "replanned",
                     None,
                     f"replicas landed elsewhere than planned; the rest re-planned: {len(remaining)} node(s) still to free",
                     len(freed),
                 )
+        if stopping and not reason:
+            reason = _wait_replaced([], stopping, expected, node_timeout_s, release, until_empty=True)
+        if reason and draining:
+            # A drain cannot be undone: Serve goes on moving the nodes' replicas. Report once they settled,
+            # and release the nodes they have left.
+            reason += _settle(draining, node_timeout_s)
+            release([n for n in stopping if not quick_snapshot().replicas_on(n)])
     finally:
         stats = probe.stop() if probe is not None else {}
     if reason:
@@ -288,18 +304,29 @@ def _busy_elsewhere(snap: Snapshot) -> str:
     )
 
 
-def _wait_migrated(wave: list[str], expected: set[str], timeout_s: float) -> str:
-    """Wait until the wave's nodes host no replica and every deployment is healthy; a reason to stop, or ''."""
+def _wait_replaced(
+    wave: list[str],
+    stopping: list[str],
+    expected: set[str],
+    timeout_s: float,
+    release: Callable[[list[str]], None],
+    until_empty: bool = False,
+) -> str:
+    """Wait until the wave's replicas run elsewhere (``until_empty``: until ``stopping`` is empty too),
+    releasing each stopping node once it hosts nothing; a reason to stop, or ''."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        snap = snapshot()
-        lost = _lost_nodes(expected - set(wave), snap)
+        snap = quick_snapshot()
+        lost = _lost_nodes(expected - set(wave) - set(stopping), snap)
         if lost:
             return lost
-        if not _still_hosting(wave, snap) and snap.all_healthy():
+        empty = [n for n in stopping if not snap.replicas_on(n)]
+        if empty:
+            release(empty)
+        if snap.replaced(wave) and not (until_empty and stopping):
             return ""
         time.sleep(POLL_S)
-    left = ", ".join(n[:12] for n in _still_hosting(wave, snap))
+    left = ", ".join(n[:12] for n in _still_hosting(wave + stopping, snap))
     return f"replicas had not left {left} after {timeout_s:.0f} s; they stay drained, their replicas keep serving"
 
 

@@ -167,6 +167,16 @@ class Snapshot:
         """True when every deployment is HEALTHY at its target with no replica in transition."""
         return all(d.healthy for d in self.deployments)
 
+    def replaced(self, node_ids: list[str]) -> bool:
+        """Every replica these nodes held runs elsewhere now: all that is left on them is STOPPING
+        (finishing its last requests, out of routing), and every deployment is back at its target."""
+        leaving = [r for r in self.replicas if r.node_id in node_ids]
+        return (
+            all(r.state == "STOPPING" for r in leaving)
+            and all(r.state in ("RUNNING", "STOPPING") for r in self.replicas)
+            and all(d.status == "HEALTHY" and d.running_replicas == d.target_replicas for d in self.deployments)
+        )
+
     def settled(self) -> bool:
         """Nothing in motion: every deployment healthy at its target and no node draining."""
         return self.all_healthy() and not any(n.draining for n in self.nodes)

@@ -1,13 +1,15 @@
-"""Disruption budgets and the worth-it rule (pure logic, no Ray): waves, saving per move, landing as planned."""
+"""Disruption budgets and the worth-it rule (pure logic, no Ray): waves, when the next may start, saving per move, landing as planned."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 
 from servelab.errors import CompactionError
 from servelab.serving.budget import Budget, as_planned, not_worth_it, saving_per_move, waves
 from servelab.serving.planner import Move, Plan
-from servelab.serving.snapshot import Replica
+from servelab.serving.snapshot import DeploymentInfo, Replica, Snapshot
 
 
 def make_plan(nodes: tuple[str, ...], moves: tuple[Move, ...], cost: float) -> Plan:
@@ -46,6 +48,21 @@ def test_waves_keep_each_deployments_migrating_replicas_within_the_budget() -> N
     # n3 holds two of b, over the budget on its own, so it drains alone (Serve moves a node's replicas together).
     assert waves(PLAN.nodes_to_free, PLACEMENT, Budget(max_draining=5, max_migrating=1)) == [["n1"], ["n2"], ["n3"]]
     assert waves(PLAN.nodes_to_free, PLACEMENT, Budget(max_draining=5, max_migrating=2)) == [["n1", "n2", "n3"]]
+
+
+def test_the_next_wave_may_start_once_the_last_ones_replicas_run_elsewhere() -> None:
+    def state(old: str, new: str | None, running: int) -> Snapshot:
+        replicas = [replace(replica("old", "a", "n1"), state=old)]
+        if new is not None:
+            replicas.append(replace(replica("new", "a", "k" if new == "RUNNING" else None), state=new))
+        deployment = DeploymentInfo("a", "app", "HEALTHY", 1, running, len(replicas), {"GPU": 1.0}, None)
+        return Snapshot((), tuple(replicas), deployments=(deployment,))
+
+    assert not state("RUNNING", None, 1).replaced(["n1"])  # not migrating yet
+    assert not state("PENDING_MIGRATION", "STARTING", 0).replaced(["n1"])  # its replacement is starting
+    assert state("STOPPING", "RUNNING", 1).replaced(["n1"])  # the old one only finishes its requests
+    assert not state("STOPPING", "RUNNING", 1).replaced(["k"])  # where the replacement runs is not emptied
+    assert state("STOPPING", "RUNNING", 1).replaced([]) and not state("PENDING_MIGRATION", "STARTING", 0).replaced([])
 
 
 def test_a_plan_saving_too_little_per_move_is_not_worth_running() -> None:

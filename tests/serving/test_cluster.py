@@ -86,14 +86,22 @@ def test_two_nodes_are_freed_one_wave_at_a_time_or_together(cluster: str, max_dr
     report = serving.compact(plan, budget=serving.Budget(max_draining=max_draining), probe=probe, on_event=events.append)
     assert not report.stopped, report.reason
     assert len(report.nodes_freed) == 2
-    drains = [e.kind for e in events if e.kind in ("draining", "released")]
+    waves = [e.kind for e in events if e.kind in ("draining", "migrated")]
     if max_draining == 2:  # one wave: Serve can only choose the node that stays, as planned
         assert sorted(report.nodes_freed) == sorted(plan.nodes_to_free)
-        assert drains == ["draining", "draining", "released", "released"]
+        assert waves == ["draining", "draining", "migrated", "migrated"]
         assert report.replicas_moved == 2 and report.replicas_as_planned == 2
     else:  # two waves; Serve may start the first replacement on the second node (a tie), which then moves again
-        assert drains == ["draining", "released", "draining", "released"]
+        assert waves == ["draining", "migrated", "draining", "migrated"]
         assert report.replicas_moved in (2, 3)
+    # Each node is released once empty, the first while the second wave may already be migrating.
+    released = [e.node for e in events if e.kind == "released"]
+    assert sorted(released) == sorted(report.nodes_freed) and events[-1].kind == "done"
+    assert all(
+        events.index(next(e for e in events if e.kind == "migrated" and e.node == node))
+        < events.index(next(e for e in events if e.kind == "released" and e.node == node))
+        for node in released
+    )
     assert report.failed_requests == 0
     assert workers_in_use(serving.snapshot()) == 1
 
