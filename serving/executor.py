@@ -27,6 +27,7 @@ from servelab.serving.planner import plan as make_plan
 from servelab.serving.reader import DRAIN_RECORD, quick_snapshot, snapshot
 from servelab.serving.snapshot import Snapshot
 from servelab.serving.steering import as_serve_places
+from servelab.serving.weight_cache import release_node as release_cached_weights
 
 POLL_S = 0.2  # quick_snapshot() is cheap: a replacement noticed sooner is a node freed sooner
 STUCK_AFTER_S = 30.0
@@ -194,6 +195,7 @@ def compact(
 
     def release(nodes: list[str]) -> None:
         for node_id in nodes:
+            release_cached_weights(node_id)  # cached weights held there would keep it busy for an autoscaler
             if session.embedded is not None:
                 remove_node(node_id)
                 ray_adapter.forget(DRAIN_RECORD, node_id)

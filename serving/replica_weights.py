@@ -103,7 +103,8 @@ def _weights(uri: str, options: dict[str, Any], peer_cache: bool) -> tuple[dict[
         ray_adapter.call(directory, "abandon", key)
         raise
     identity = ray_adapter.replica_identity()
-    ray_adapter.call(directory, "publish", key, uri, refs, nbytes, identity[2] if identity else "", holder)
+    replica = identity[2] if identity else ""
+    ray_adapter.call(directory, "publish", key, uri, refs, nbytes, replica, holder, ray_adapter.current_node_id())
     return weight_cache.unpacked(tensors, device), REMOTE
 
 

@@ -4,6 +4,8 @@ The first replica that streams a checkpoint publishes its tensors to Ray's objec
 node, owned by a holder there (a detached CPU-less actor per node, so they outlive that replica), and
 records them in a directory (a detached named actor on the head); a replica that starts later
 anywhere in the cluster gets them over the cluster network instead of from remote storage.
+A node compaction empties gives its copies up with its holder (``release_node``): an object's
+primary copy counts as object store memory in use, so an autoscaler would never see the node idle.
 Many replicas starting at once make one remote read: the first claims the fetch, the others wait
 for what it publishes (or, if it fails, the next one claims it). The directory keeps at most
 ``budget_bytes``, least recently used out first; a replica whose cached copy is gone reads the
@@ -19,7 +21,7 @@ import asyncio
 import time
 import warnings
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from servelab.serving import ray_adapter
@@ -43,6 +45,7 @@ class CacheEntry:
     published_by: str
     published_at: float
     last_used: float
+    node: str = ""  # where its bytes are held (by that node's holder)
 
 
 class WeightDirectory:
@@ -72,14 +75,14 @@ class WeightDirectory:
             except TimeoutError:
                 continue
 
-    def publish(self, key: str, uri: str, refs: list[Any], nbytes: int, replica: str, holder: Any) -> bool:
-        """Record a fetched checkpoint; evict the least recently used over budget. False if it alone is over."""
+    def publish(self, key: str, uri: str, refs: list[Any], nbytes: int, replica: str, holder: Any, node: str) -> bool:
+        """Record a fetched checkpoint held on ``node``; evict the least recently used over budget. False if it alone is over."""
         self._done(key)
         if nbytes > self.budget_bytes:
             holder.drop.remote(key)
             return False
         now = time.time()
-        self._entries[key] = (CacheEntry(uri, nbytes, 0, replica, now, now), refs, holder)
+        self._entries[key] = (CacheEntry(uri, nbytes, 0, replica, now, now, node), refs, holder)
         while sum(e.nbytes for e, _, _ in self._entries.values()) > self.budget_bytes:
             self._drop(next(iter(self._entries)))
         return True
@@ -88,9 +91,13 @@ class WeightDirectory:
         """The fetch failed: let the next waiter try."""
         self._done(key)
 
-    def forget(self, key: str | None = None, uri: str | None = None) -> int:
-        """Drop one entry, every entry of ``uri``, or all; their objects are freed. Returns how many."""
-        gone = [k for k, (e, _, _) in self._entries.items() if (key is None or k == key) and (uri is None or e.uri == uri)]
+    def forget(self, key: str | None = None, uri: str | None = None, node: str | None = None) -> int:
+        """Drop one entry, every entry of ``uri`` or held on ``node``, or all; their objects are freed. Returns how many."""
+        gone = [
+            k
+            for k, (e, _, _) in self._entries.items()
+            if (key is None or k == key) and (uri is None or e.uri == uri) and (node is None or e.node == node)
+        ]
         for k in gone:
             self._drop(k)
         return len(gone)
@@ -136,7 +143,7 @@ def holder_here() -> Any:
 
 
 def _used(entry: CacheEntry, read: bool) -> CacheEntry:
-    return CacheEntry(entry.uri, entry.nbytes, entry.reads + int(read), entry.published_by, entry.published_at, time.time())
+    return replace(entry, reads=entry.reads + int(read), last_used=time.time())
 
 
 def directory(create: bool = False, budget_bytes: int = DEFAULT_BUDGET) -> Any | None:
@@ -193,6 +200,18 @@ def weight_cache() -> list[CacheEntry]:
     """
     found = directory()
     return [] if found is None else [CacheEntry(**e) for e in ray_adapter.call(found, "entries")]
+
+
+def release_node(node_id: str) -> int:
+    """Give up what the peer cache holds on ``node_id`` (its entries and its holder), so that a node
+    compaction emptied is idle to an autoscaler; the next replica that needs those weights reads the
+    source again. Returns how many entries went."""
+    found = directory()
+    gone = 0 if found is None else int(ray_adapter.call(found, "forget", None, None, node_id))
+    holder = ray_adapter.named_actor(HOLDER + node_id)
+    if holder is not None:
+        ray_adapter.kill_actor(holder)
+    return gone
 
 
 def evict_weights(uri: str | None = None) -> int:

@@ -10,6 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from servelab import serving
+from servelab.serving import ray_adapter
+from servelab.serving.weight_cache import HOLDER
 from servelab.testing import NginxServer
 from servelab.testing.apps import WeightsDigest, state_digest
 from tests.serving.conftest import reset
@@ -56,7 +58,7 @@ def test_replicas_after_the_first_load_from_peers_and_one_reads_for_many(
     assert nginx.bytes_served(NAME) == deployed and serving.weight_cache()[0].reads == 1
     peer = next(t for t in serving.replica_timelines("peer") if t.source == "peer")
     assert peer.nbytes == nbytes and peer.constructed is not None and peer.constructed >= peer.weights_done
-    assert peer.scheduled is not None and peer.scheduled <= peer.constructing
+    assert peer.scheduled is not None and peer.scheduled <= peer.constructing <= peer.weights_started <= peer.weights_done
 
     assert serving.evict_weights() == 1 and serving.weight_cache() == []
     serving.scale("peer", 3)  # the cached copy is gone: back to the source
@@ -73,3 +75,25 @@ def test_replicas_after_the_first_load_from_peers_and_one_reads_for_many(
     assert set(answers(serving.url("peer"), 6).values()) == {expected}
     first_answered = [t for t in serving.replica_timelines("peer") if t.first_request is not None]
     assert len(first_answered) == 6 and all(t.first_request >= t.constructed for t in first_answered)
+
+
+def test_a_node_compaction_frees_gives_up_the_weights_cached_there(cluster: str, served_dir: Path, nginx: NginxServer) -> None:
+    # Cached bytes are primary copies in the node's object store: left there, an autoscaler never sees the node idle.
+    reset(cluster)
+    for name in ("a", "b"):  # each fills a node of its own, whose holder keeps its checkpoint
+        save_file({"w": torch.full((1024,), float(ord(name)))}, served_dir / f"{name}.safetensors")
+        serving.deploy(name, WeightsDigest, replicas=4, gpus=0.5, weights=nginx.url(f"{name}.safetensors"))
+    for name in ("a", "b"):
+        serving.scale(name, 1)
+    serving.wait_healthy()
+    held = {entry.node for entry in serving.weight_cache()}
+    plan = serving.plan(serving.snapshot())
+    assert len(held) == 2 and len(plan.nodes_to_free) == 1 and set(plan.nodes_to_free) < held
+
+    report = serving.compact(plan)
+    assert not report.stopped, report.reason
+    (freed,) = report.nodes_freed
+    (kept,) = serving.weight_cache()  # the other node's copy stays
+    assert kept.node == (held - {freed}).pop()
+    assert ray_adapter.named_actor(HOLDER + freed) is None
+    assert ray_adapter.named_actor(HOLDER + kept.node) is not None
