@@ -2,7 +2,7 @@
 or streamed from the source) and records its timeline, phase by phase.
 
 A replica's timeline: Serve created it (``scheduled``), its constructor began (the process is up),
-weights started and done (with their source, bytes and GB/s), the user's constructor returned, the
+weights were first asked for (the imports done) and arrived (with their source, bytes and GB/s), the user's constructor returned, the
 first request was answered. Replicas report it to the cluster's key-value store.
 """
 
@@ -55,10 +55,11 @@ def with_weights(cls: type, uri: str, options: dict[str, Any], peer_cache: bool)
     class WithWeights(cls):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             constructing = time.time()
-            state, source = _weights(uri, options, peer_cache)
+            state, source, started = _weights(uri, options, peer_cache)
             done = time.time()
-            self.servelab_weights_load_s = done - constructing
-            self._servelab_timeline = _timeline(constructing, done, source, sum(t.nbytes for t in state.values()))
+            self.servelab_weights_load_s = done - started
+            nbytes = sum(t.nbytes for t in state.values())
+            self._servelab_timeline = _timeline(constructing, started, done, source, nbytes)
             super().__init__(state, *args, **kwargs)
             self._servelab_timeline = _reported(self._servelab_timeline, constructed=time.time())
 
@@ -76,22 +77,24 @@ def with_weights(cls: type, uri: str, options: dict[str, Any], peer_cache: bool)
     return WithWeights
 
 
-def _weights(uri: str, options: dict[str, Any], peer_cache: bool) -> tuple[dict[str, Any], str]:
-    """The state dict and where it came from: the peer cache when it holds the checkpoint, else the
+def _weights(uri: str, options: dict[str, Any], peer_cache: bool) -> tuple[dict[str, Any], str, float]:
+    """The state dict, where it came from, and when it was first asked for (after the imports, which
+    take a fresh replica a second or more): the peer cache when it holds the checkpoint, else the
     source, streamed by this node's holder into the object store and published for the replicas after
     this one (this replica then maps it from its own node's store)."""
     from servelab.loader import load
     from servelab.loader.sinks import resolve_device
 
     device = resolve_device(options.get("device", "auto"))
+    started = time.time()
     directory = weight_cache.directory() if peer_cache else None
     if directory is None:
-        return load(uri, **{"device": device, "progress": False, **options}), REMOTE
+        return load(uri, **{"device": device, "progress": False, **options}), REMOTE, started
     key = json.dumps([uri, options.get("include"), str(options.get("dtype"))])
     while (refs := ray_adapter.call(directory, "acquire", key)) is not None:
         tensors = ray_adapter.get_object(refs[0], PEER_TIMEOUT_S)
         if tensors is not None:
-            return weight_cache.unpacked(tensors, device), PEER
+            return weight_cache.unpacked(tensors, device), PEER, started
         ray_adapter.call(directory, "forget", key)  # the cached copy is gone (its node left): read the source
     try:
         holder = weight_cache.holder_here()
@@ -105,17 +108,15 @@ def _weights(uri: str, options: dict[str, Any], peer_cache: bool) -> tuple[dict[
     identity = ray_adapter.replica_identity()
     replica = identity[2] if identity else ""
     ray_adapter.call(directory, "publish", key, uri, refs, nbytes, replica, holder, ray_adapter.current_node_id())
-    return weight_cache.unpacked(tensors, device), REMOTE
+    return weight_cache.unpacked(tensors, device), REMOTE, started
 
 
-def _timeline(constructing: float, done: float, source: str, nbytes: int) -> ReplicaTimeline | None:
+def _timeline(constructing: float, started: float, done: float, source: str, nbytes: int) -> ReplicaTimeline | None:
     identity = ray_adapter.replica_identity()
     if identity is None:
         return None
     app, deployment, replica = identity
-    record = ReplicaTimeline(
-        replica, deployment, app, ray_adapter.current_node_id(), constructing, constructing, done, source, nbytes
-    )
+    record = ReplicaTimeline(replica, deployment, app, ray_adapter.current_node_id(), constructing, started, done, source, nbytes)
     return _reported(record)
 
 

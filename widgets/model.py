@@ -161,7 +161,7 @@ def timeline_phases(timelines: list[ReplicaTimeline]) -> list[Phase]:
     for t in sorted(timelines, key=lambda t: t.scheduled or t.constructing):
         row = f"{t.replica[:8]} ({t.deployment})"
         marks = [
-            ("process start", t.scheduled, t.constructing, "Serve created it; the process starts"),
+            ("process start", t.scheduled, t.weights_started, "Serve created it; the process starts and imports"),
             (
                 f"weights ({t.source})",
                 t.weights_started,
