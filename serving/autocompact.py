@@ -23,7 +23,7 @@ from servelab.serving.budget import Budget, not_worth_it
 from servelab.serving.context import Session
 from servelab.serving.executor import CompactionEvent, compact
 from servelab.serving.planner import plan
-from servelab.serving.reader import snapshot
+from servelab.serving.reader import quick_snapshot, snapshot
 from servelab.serving.snapshot import Snapshot
 
 ACTOR_NAME = "servelab-autocompact"
@@ -106,7 +106,7 @@ class AutoCompactor:
         while not self._stop.wait(wait):
             wait = self._policy.interval_s
             try:
-                snap = snapshot()
+                snap = quick_snapshot()  # a look every interval must not disturb what serves requests
                 since = self._quiet.observe(snap, time.time())
                 if since is None:
                     continue
@@ -114,7 +114,7 @@ class AutoCompactor:
                 if left > 0:
                     wait = min(wait, left)  # look again when the delay ends, not up to an interval later
                     continue
-                proposal = plan(snap, objective="cost" if self._policy.objective == "cost" else "nodes")
+                proposal = plan(snapshot(), objective="cost" if self._policy.objective == "cost" else "nodes")
                 self._quiet.since = time.time()  # look again only after another quiet delay
                 if not proposal.nodes_to_free or not_worth_it(proposal, self._policy.budget):
                     self._last_reason = not_worth_it(proposal, self._policy.budget) or "nothing to free"
