@@ -5,7 +5,8 @@ replacement replica elsewhere before it stops the old one, so requests keep bein
 executor checks before each wave that its nodes' replicas fit elsewhere and starts the next wave
 as soon as the replacements run (the old replicas' graceful stop overlaps it); each node is released
 once it hosts nothing (embedded cluster: removed; a real cluster's autoscaler reclaims it). It stops
-safely, with a report, when a node dies midway."""
+safely, with a report, when a node dies midway.
+"""
 
 from __future__ import annotations
 
@@ -142,8 +143,8 @@ def compact(
     Refuses a plan made for a cluster that has changed since (StalePlanError) and one not worth its
     moves (the report says why). Nodes drain in waves of ``budget.max_draining``, the next as soon
     as the last one's replicas run elsewhere; after each wave the rest of the plan is checked against
-    the live cluster and planned again where it no longer holds. ``dry_run`` returns the plan as a report and changes nothing. ``probe`` measures request
-    latency before and during.
+    the live cluster and planned again where it no longer holds. ``dry_run`` returns the plan as a
+    report and changes nothing. ``probe`` measures request latency before and during.
 
     >>> compact(dry_run=True).plan.nodes_to_free
     >>> report = compact(budget=Budget(max_draining=2))
@@ -212,7 +213,8 @@ def compact(
         remaining = list(current.nodes_to_free)
         while remaining and not reason:
             wave = waves(remaining, {n: snap.replicas_on(n) for n in remaining}, budget)[0]
-            reason = _lost_nodes(expected, snap) or _busy_elsewhere(snap) or _cannot_move(wave, snap)
+            # A stopping node may leave by itself once empty (Ray ends a drained raylet that is idle).
+            reason = _lost_nodes(expected - set(stopping), snap) or _busy_elsewhere(snap) or _cannot_move(wave, snap)
             if reason:
                 break
             before = snap.replicas
