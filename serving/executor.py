@@ -186,7 +186,7 @@ def compact(
         probe.start()
         time.sleep(warmup_s)
         probe.mark("during")
-    expected = {n.id for n in snap.nodes}
+    expected = {n.id for n in snap.nodes}  # nodes that must stay: a drained one may leave by itself once empty
     freed: list[str] = []
     draining: list[str] = []  # drained, not yet released
     stopping: list[str] = []  # of those, the ones whose replicas run elsewhere now, finishing their last requests
@@ -203,7 +203,6 @@ def compact(
                 message = f"{node_id[:12]} released"
             else:
                 message = f"{node_id[:12]} is idle and drained; the cluster's autoscaler reclaims it"
-            expected.discard(node_id)
             draining.remove(node_id)
             stopping.remove(node_id)
             freed.append(node_id)
@@ -213,8 +212,7 @@ def compact(
         remaining = list(current.nodes_to_free)
         while remaining and not reason:
             wave = waves(remaining, {n: snap.replicas_on(n) for n in remaining}, budget)[0]
-            # A stopping node may leave by itself once empty (Ray ends a drained raylet that is idle).
-            reason = _lost_nodes(expected - set(stopping), snap) or _busy_elsewhere(snap) or _cannot_move(wave, snap)
+            reason = _lost_nodes(expected, snap) or _busy_elsewhere(snap) or _cannot_move(wave, snap)
             if reason:
                 break
             before = snap.replicas
@@ -222,6 +220,7 @@ def compact(
             for node_id in wave:
                 _drain(node_id)
                 draining.append(node_id)
+                expected.discard(node_id)  # Ray ends a drained raylet once it is idle
                 emit(
                     "draining",
                     node_id,
@@ -264,7 +263,8 @@ def compact(
             # A drain cannot be undone: Serve goes on moving the nodes' replicas. Report once they settled,
             # and release the nodes they have left.
             reason += _settle(draining, node_timeout_s)
-            release([n for n in stopping if not quick_snapshot().replicas_on(n)])
+            left = quick_snapshot()
+            release([n for n in stopping if not left.replicas_on(n)])
     finally:
         stats = probe.stop() if probe is not None else {}
     if reason:
@@ -321,7 +321,7 @@ def _wait_replaced(
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         snap = quick_snapshot()
-        lost = _lost_nodes(expected - set(wave) - set(stopping), snap)
+        lost = _lost_nodes(expected, snap)
         if lost:
             return lost
         empty = [n for n in stopping if not snap.replicas_on(n)]

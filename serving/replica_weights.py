@@ -2,8 +2,9 @@
 or streamed from the source) and records its timeline, phase by phase.
 
 A replica's timeline: Serve created it (``scheduled``), its constructor began (the process is up),
-weights were first asked for (the imports done) and arrived (with their source, bytes and GB/s), the user's constructor returned, the
-first request was answered. Replicas report it to the cluster's key-value store.
+weights were first asked for (the imports done) and arrived (with their source, bytes and GB/s),
+the user's constructor returned, the first request was answered. Replicas report it to the
+cluster's key-value store.
 """
 
 from __future__ import annotations

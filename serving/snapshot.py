@@ -125,9 +125,14 @@ class DeploymentInfo:
     message: str = ""
 
     @property
+    def at_target(self) -> bool:
+        """HEALTHY with exactly its target running (replicas may still be stopping)."""
+        return self.status == "HEALTHY" and self.running_replicas == self.target_replicas
+
+    @property
     def healthy(self) -> bool:
-        """HEALTHY and running exactly its target, no replica in transition."""
-        return self.status == "HEALTHY" and self.running_replicas == self.replicas == self.target_replicas
+        """At its target with no replica in transition."""
+        return self.at_target and self.running_replicas == self.replicas
 
 
 @dataclass(frozen=True)
@@ -174,7 +179,7 @@ class Snapshot:
         return (
             all(r.state == "STOPPING" for r in leaving)
             and all(r.state in ("RUNNING", "STOPPING") for r in self.replicas)
-            and all(d.status == "HEALTHY" and d.running_replicas == d.target_replicas for d in self.deployments)
+            and all(d.at_target for d in self.deployments)
         )
 
     def settled(self) -> bool:
