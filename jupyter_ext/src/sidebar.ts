@@ -1,7 +1,8 @@
 /**
  * The servelab sidebar: a cluster picker, nodes as bars of GPU, CPU and memory coloured by
  * deployment (stranded capacity and draining nodes marked), the fragmentation figures, the
- * deployments with their replica counts and states, and compaction: plan, run, follow, report.
+ * deployments with their replica counts and states (scaled by hand with - and +), and compaction:
+ * plan, run, follow, report.
  * It draws the server's one JSON model of the cluster and refreshes it on an interval.
  */
 import { Signal, ISignal } from '@lumino/signaling';
@@ -65,6 +66,21 @@ export class ServelabSidebar extends Widget {
       this._planError = String((error as Error).message);
     }
     this._drawCompaction();
+  }
+
+  /** Set a deployment's replicas (what `%scale` does), then redraw; an error shows under the table. */
+  async scale(deployment: DeploymentModel, replicas: number): Promise<void> {
+    const key = `${deployment.app}/${deployment.name}`;
+    this._scaleError = null;
+    this._scaling.add(key);
+    this._draw();
+    try {
+      await api.scale(this._model?.address ?? this._address, deployment.name, deployment.app, replicas);
+    } catch (error) {
+      this._scaleError = `${deployment.name}: ${(error as Error).message}`;
+    }
+    this._scaling.delete(key);
+    await this.refresh();
   }
 
   /** Run the shown plan and follow its events until it ends. */
@@ -154,25 +170,41 @@ export class ServelabSidebar extends Widget {
       legend(palette),
       h('div', { class: 'servelab-Nodes' }, ...model.nodes.map(node => drawNode(node, model.resources, palette))),
       h('h3', {}, 'Deployments'),
-      this._drawDeployments(model.deployments, palette)
+      this._drawDeployments(model.deployments, palette, model.compaction !== null),
+      this._scaleError ? h('div', { class: 'servelab-Message servelab-mod-error servelab-ScaleError' }, this._scaleError) : null
     );
     this._compaction.hidden = false;
     this._drawCompaction();
   }
 
-  private _drawDeployments(deployments: DeploymentModel[], palette: Map<string, string>): HTMLElement {
+  private _drawDeployments(deployments: DeploymentModel[], palette: Map<string, string>, compacting: boolean): HTMLElement {
     if (!deployments.length) {
       return h('div', { class: 'servelab-Message' }, 'No deployments yet: %%deploy one from a notebook.');
     }
     const rows = deployments.map(d => {
       const key = `${d.app}/${d.name}`;
-      const replicas = h('span', { class: 'servelab-Replicas' }, `${d.running_replicas}/${d.target_replicas}`);
+      const why = d.autoscaling
+        ? 'it autoscales: change its autoscaling bounds instead'
+        : compacting
+          ? 'wait until the compaction ends'
+          : this._scaling.has(key)
+            ? 'scaling'
+            : '';
+      const step = (by: number, label: string, cls: string) =>
+        button(label, `servelab-mod-small ${cls}`, () => void this.scale(d, d.target_replicas + by), Boolean(why) || d.target_replicas + by < 0, why || `${by > 0 ? 'one replica more' : 'one replica fewer'} (${d.target_replicas + by})`);
+      const replicas = h(
+        'span',
+        { class: 'servelab-Replicas' },
+        step(-1, '−', 'servelab-scale-down'),
+        h('span', { class: 'servelab-ReplicaCount', title: 'running / target replicas' }, `${d.running_replicas}/${d.target_replicas}`),
+        step(1, '+', 'servelab-scale-up')
+      );
       return h(
         'tr',
         { class: 'servelab-Deployment', 'data-deployment': key },
         h('td', {}, h('span', { class: 'servelab-Swatch', style: `background:${palette.get(key) ?? '#888'}` }), d.name),
         h('td', {}, h('span', { class: `servelab-State servelab-state-${d.status.toLowerCase()}` }, d.status)),
-        h('td', { title: 'running / target replicas' }, replicas),
+        h('td', {}, replicas),
         h('td', { title: d.message }, d.unplaced ? `${d.unplaced} waiting for a node` : d.app === d.name ? '' : d.app)
       );
     });
@@ -241,6 +273,8 @@ export class ServelabSidebar extends Widget {
   private _error: ApiError | null = null;
   private _plan: PlanModel | null = null;
   private _planError: string | null = null;
+  private _scaleError: string | null = null;
+  private _scaling = new Set<string>();
   private _running: CompactionModel | null = null;
   private _events: CompactionEvent[] = [];
   private _interval = 2000;
@@ -252,8 +286,8 @@ function figure(name: string, value: string, cls: string, title: string): HTMLEl
   return h('div', { class: `servelab-Figure ${cls}`, title }, h('div', { class: 'servelab-FigureValue' }, value), h('div', { class: 'servelab-FigureName' }, name));
 }
 
-function button(label: string, cls: string, onClick: () => void, disabled = false): HTMLElement {
-  const element = h('button', { class: `jp-Button servelab-Button ${cls}`, disabled }, label);
+function button(label: string, cls: string, onClick: () => void, disabled = false, title?: string): HTMLElement {
+  const element = h('button', { class: `jp-Button servelab-Button ${cls}`, disabled, title }, label);
   element.addEventListener('click', onClick);
   return element;
 }

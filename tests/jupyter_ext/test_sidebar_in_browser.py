@@ -1,7 +1,8 @@
 """The sidebar in real JupyterLab in headless Chromium, under a JupyterHub-style base URL.
 
 It finds the test's embedded cluster through its discovery record, shows its nodes and deployments,
-plans and runs a compaction from the panel and sees the node count drop. Screenshots (light and
+plans and runs a compaction from the panel and sees the node count drop, and scales a deployment
+from its row. Screenshots (light and
 dark) go to ``SERVELAB_SCREENSHOTS`` (default: a temporary directory); the README's come from here.
 """
 
@@ -90,6 +91,16 @@ def test_sidebar_shows_the_cluster_and_compacts_it(page: Any, fragmented: servin
     wait_for(lambda: status.inner_text() == "Serve 1/1 nodes", 30, "the status bar's node count")
     assert serving.snapshot().all_healthy()
     page.locator(SIDEBAR).screenshot(path=str(shots / "sidebar_compacted_light.png"))
+
+    b = page.locator(f"{SIDEBAR} .servelab-Deployment[data-deployment='b/b']")  # scaled by hand from its row
+    b.locator(".servelab-scale-up").click()
+    wait_for(lambda: "3/3" in b.inner_text() and "HEALTHY" in b.inner_text(), 120, "b at 3 of 3 replicas")
+    assert serving.find("b").target_replicas == 3
+    wait_for(lambda: figure(page, "nodes-in-use") == "2", 30, "the third replica on the idle node")
+    page.locator(SIDEBAR).screenshot(path=str(shots / "sidebar_scaled.png"))
+    b.locator(".servelab-scale-down").click()
+    wait_for(lambda: "2/2" in b.inner_text(), 120, "b back at 2 replicas")
+    assert serving.find("b").target_replicas == 2
 
     serving.autocompact(delay_s=3600)  # the automatic compactor runs on the cluster: the sidebar says what it waits for
     try:
