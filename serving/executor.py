@@ -4,8 +4,8 @@ A node drained through the GCS with reason PREEMPTION and no deadline makes Serv
 replacement replica elsewhere before it stops the old one, so requests keep being served. The
 executor checks before each wave that its nodes' replicas fit elsewhere and starts the next wave
 as soon as the replacements run (the old replicas' graceful stop overlaps it); each node is released
-once it hosts nothing (embedded cluster: removed; a real cluster's autoscaler reclaims it). It stops
-safely, with a report, when a node dies midway.
+once it hosts nothing (embedded cluster: removed; elsewhere Ray ends a drained, idle raylet and an
+autoscaler reclaims the machine). It stops safely, with a report, when a node dies midway.
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ def compact(
                 ray_adapter.forget(DRAIN_RECORD, node_id)
                 message = f"{node_id[:12]} released"
             else:
-                message = f"{node_id[:12]} is idle and drained; the cluster's autoscaler reclaims it"
+                message = f"{node_id[:12]} is idle and drained; Ray ends its raylet, an autoscaler reclaims the machine"
             draining.remove(node_id)
             stopping.remove(node_id)
             freed.append(node_id)
