@@ -4,8 +4,9 @@ A node drained through the GCS with reason PREEMPTION and no deadline makes Serv
 replacement replica elsewhere before it stops the old one, so requests keep being served. The
 executor checks before each wave that its nodes' replicas fit elsewhere and starts the next wave
 as soon as the replacements run (the old replicas' graceful stop overlaps it); each node is released
-once it hosts nothing (embedded cluster: removed; elsewhere Ray ends a drained, idle raylet and an
-autoscaler reclaims the machine). It stops safely, with a report, when a node dies midway.
+once it hosts nothing and the peer cache's copies held there moved to a node that stays (embedded
+cluster: removed; elsewhere Ray ends a drained, idle raylet and an autoscaler reclaims the machine).
+It stops safely, with a report, when a node dies midway.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from servelab.serving.planner import plan as make_plan
 from servelab.serving.reader import DRAIN_RECORD, quick_snapshot, snapshot
 from servelab.serving.snapshot import Snapshot
 from servelab.serving.steering import as_serve_places
+from servelab.serving.weight_cache import hand_over as hand_over_cached_weights
 from servelab.serving.weight_cache import release_node as release_cached_weights
 
 POLL_S = 0.2  # quick_snapshot() is cheap: a replacement noticed sooner is a node freed sooner
@@ -190,13 +192,14 @@ def compact(
     freed: list[str] = []
     draining: list[str] = []  # drained, not yet released
     stopping: list[str] = []  # of those, the ones whose replicas run elsewhere now, finishing their last requests
+    handovers: dict[str, Any] = {}  # migrated node: its cached weights moving to a node that stays
     moved = placed = 0
     reason = ""
     current = plan
 
     def release(nodes: list[str]) -> None:
         for node_id in nodes:
-            release_cached_weights(node_id)  # cached weights held there would keep it busy for an autoscaler
+            release_cached_weights(node_id, handovers.pop(node_id, None))  # held there, they would keep it busy
             if session.embedded is not None:
                 remove_node(node_id)
                 ray_adapter.forget(DRAIN_RECORD, node_id)
@@ -237,6 +240,8 @@ def compact(
             landed = as_planned(current, wave, list(before), list(snap.replicas))
             placed += landed
             for node_id in wave:
+                # Its cached weights move once its replicas have (not to compete with their start).
+                handovers[node_id] = hand_over_cached_weights(node_id, _keepers(snap, current))
                 emit(
                     "migrated",
                     node_id,
@@ -293,6 +298,17 @@ def _drain(node_id: str) -> None:
     if not accepted:
         ray_adapter.forget(DRAIN_RECORD, node_id)
         raise CompactionError(f"Ray refused to drain {node_id}: {rejection}")
+
+
+def _keepers(snap: Snapshot, plan: Plan) -> list[str]:
+    """Worker nodes that host replicas once ``plan`` is done: where a leaving node's cached weights go."""
+    leaving = set(plan.nodes_to_free)
+    targets = {m.target for m in plan.moves}
+    return [
+        n.id
+        for n in snap.nodes
+        if not n.head and not n.draining and n.id not in leaving and (n.id in targets or snap.replicas_on(n.id))
+    ]
 
 
 def _busy_elsewhere(snap: Snapshot) -> str:

@@ -545,6 +545,31 @@ def call(actor: Any, method: str, *args: Any) -> Any:
     return ray.get(getattr(actor, method).remote(*args))
 
 
+def submit(actor: Any, method: str, *args: Any) -> Any:
+    """Call ``method`` without waiting; the answer's reference, for ``settled``."""
+    return getattr(actor, method).remote(*args)
+
+
+def settled(ref: Any, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for a submitted call; whether it ended without an error."""
+    import ray
+    from ray.exceptions import RayError
+
+    try:
+        ray.get(ref, timeout=timeout_s)
+    except RayError:  # GetTimeoutError is one too
+        return False
+    return True
+
+
+def object_nodes(ref: Any) -> set[str]:
+    """The nodes whose object stores hold a copy of ``ref`` now (empty when Ray cannot say within a second)."""
+    import ray.experimental
+
+    found = ray.experimental.get_object_locations([ref], timeout_ms=1000)
+    return set(found.get(ref, {}).get("node_ids") or ())
+
+
 def put(value: Any) -> Any:
     """Put ``value`` in this node's object store, owned by this process."""
     import ray

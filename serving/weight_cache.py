@@ -4,8 +4,9 @@ The first replica that streams a checkpoint publishes its tensors to Ray's objec
 node, owned by a holder there (a detached CPU-less actor per node, so they outlive that replica), and
 records them in a directory (a detached named actor on the head); a replica that starts later
 anywhere in the cluster gets them over the cluster network instead of from remote storage.
-A node compaction empties gives its copies up with its holder (``release_node``): an object's
-primary copy counts as object store memory in use, so an autoscaler would never see the node idle.
+A node compaction empties hands its copies over to a node that stays (``hand_over``), then gives
+up its holder (``release_node``): an object's primary copy counts as object store memory in use, so
+an autoscaler would never see the node idle, and the next replica still finds the weights cached.
 Many replicas starting at once make one remote read: the first claims the fetch, the others wait
 for what it publishes (or, if it fails, the next one claims it). The directory keeps at most
 ``budget_bytes``, least recently used out first; a replica whose cached copy is gone reads the
@@ -24,6 +25,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from servelab.errors import LoaderError
 from servelab.serving import ray_adapter
 
 if TYPE_CHECKING:
@@ -33,6 +35,7 @@ DIRECTORY = "servelab-weight-cache"
 HOLDER = "servelab-weight-holder-"  # + node id
 DEFAULT_BUDGET = 8 * 2**30
 WAIT_FOR_PEER_S = 300.0  # a waiter claims the fetch itself when the first fetcher takes longer (it may have died)
+HANDOVER_TIMEOUT_S = 60.0  # how long a leaving node's release waits for its copies to move
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,32 @@ class WeightDirectory:
             self._drop(k)
         return len(gone)
 
+    async def hand_over(self, node: str, targets: list[str]) -> int:
+        """Move the copies held on ``node`` (drained, about to leave) so the cache stays warm after a
+        compaction: each to a target that already has a copy (a replica there read it: no transfer),
+        else to the one holding the fewest cached bytes. How many moved; one that cannot move stays,
+        and goes with its node."""
+        moved = 0
+        for key in [k for k, (e, _, _) in self._entries.items() if e.node == node]:
+            if key not in self._entries:  # evicted while an earlier copy moved
+                continue
+            copies = ray_adapter.object_nodes(self._entries[key][1][0])
+            cached = {t: sum(e.nbytes for e, _, _ in self._entries.values() if e.node == t) for t in targets}
+            target = min(targets, key=lambda t: (t not in copies, cached[t], t))
+            holder = holder_on(target)
+            try:
+                refs = await holder.adopt.remote(key, self._entries[key][1])
+            except Exception:
+                continue
+            if key not in self._entries or self._entries[key][0].node != node:  # dropped meanwhile
+                holder.drop.remote(key)
+                continue
+            entry, _, source = self._entries[key]
+            self._entries[key] = (replace(entry, node=target), refs, holder)
+            source.drop.remote(key)
+            moved += 1
+        return moved
+
     def entries(self) -> list[dict[str, Any]]:
         return [asdict(e) for e, _, _ in self._entries.values()]
 
@@ -132,14 +161,31 @@ class WeightHolder:
         self._held[key] = ray_adapter.put(packed(state))
         return [self._held[key]], sum(t.nbytes for t in state.values())
 
+    def adopt(self, key: str, refs: list[Any]) -> list[Any]:
+        """Copy a checkpoint another node's holder keeps into this node's store and own it (that node
+        is leaving). Copied out of the shared store first, so that the pulled copy can make room."""
+        import torch
+
+        tensors = ray_adapter.get_object(refs[0], HANDOVER_TIMEOUT_S)
+        if tensors is None:
+            raise LoaderError(f"the cached copy of {key} is gone")
+        owned = packed(unpacked(tensors, torch.device("cpu")))
+        del tensors
+        self._held[key] = ray_adapter.put(owned)
+        return [self._held[key]]
+
     def drop(self, key: str) -> None:
         self._held.pop(key, None)
 
 
+def holder_on(node_id: str) -> Any:
+    """The holder of ``node_id``, started when none runs (several replicas asking at once get the same one)."""
+    return ray_adapter.start_on_node(WeightHolder, HOLDER + node_id, node_id)
+
+
 def holder_here() -> Any:
-    """This node's holder, started when none runs (several replicas asking at once get the same one)."""
-    node = ray_adapter.current_node_id()
-    return ray_adapter.start_on_node(WeightHolder, HOLDER + node, node)
+    """This node's holder."""
+    return holder_on(ray_adapter.current_node_id())
 
 
 def _used(entry: CacheEntry, read: bool) -> CacheEntry:
@@ -202,10 +248,22 @@ def weight_cache() -> list[CacheEntry]:
     return [] if found is None else [CacheEntry(**e) for e in ray_adapter.call(found, "entries")]
 
 
-def release_node(node_id: str) -> int:
+def hand_over(node_id: str, to: list[str]) -> Any | None:
+    """Start moving the copies cached on ``node_id`` (drained: it will leave) to the nodes ``to``;
+    the pending call for ``release_node``, or None when there is no cache or nowhere to go."""
+    found = directory()
+    if found is None or not to:
+        return None
+    return ray_adapter.submit(found, "hand_over", node_id, to)
+
+
+def release_node(node_id: str, handover: Any | None = None) -> int:
     """Give up what the peer cache holds on ``node_id`` (its entries and its holder), so that a node
-    compaction emptied is idle to an autoscaler; the next replica that needs those weights reads the
-    source again. Returns how many entries went."""
+    compaction emptied is idle to an autoscaler, once ``handover`` (from ``hand_over``) moved what it
+    could; the next replica that needs weights that did not move reads the source again. Returns how
+    many entries went."""
+    if handover is not None:
+        ray_adapter.settled(handover, HANDOVER_TIMEOUT_S)  # what did not move in time goes below
     found = directory()
     gone = 0 if found is None else int(ray_adapter.call(found, "forget", None, None, node_id))
     holder = ray_adapter.named_actor(HOLDER + node_id)

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from servelab import serving
 from servelab.serving import ray_adapter
-from servelab.serving.weight_cache import HOLDER
+from servelab.serving.weight_cache import HOLDER, release_node
 from servelab.testing import NginxServer
 from servelab.testing.apps import WeightsDigest, state_digest
 from tests.serving.conftest import reset
@@ -77,8 +77,11 @@ def test_replicas_after_the_first_load_from_peers_and_one_reads_for_many(
     assert len(first_answered) == 6 and all(t.first_request >= t.constructed for t in first_answered)
 
 
-def test_a_node_compaction_frees_gives_up_the_weights_cached_there(cluster: str, served_dir: Path, nginx: NginxServer) -> None:
-    # Cached bytes are primary copies in the node's object store: left there, an autoscaler never sees the node idle.
+def test_a_node_compaction_frees_hands_its_cached_weights_to_a_node_that_stays(
+    cluster: str, served_dir: Path, nginx: NginxServer
+) -> None:
+    # Cached bytes are primary copies in the node's object store: left there, an autoscaler never sees
+    # the node idle; dropped, the next replica reads remote storage again. They move instead.
     reset(cluster)
     for name in ("a", "b"):  # each fills a node of its own, whose holder keeps its checkpoint
         save_file({"w": torch.full((1024,), float(ord(name)))}, served_dir / f"{name}.safetensors")
@@ -86,14 +89,26 @@ def test_a_node_compaction_frees_gives_up_the_weights_cached_there(cluster: str,
     for name in ("a", "b"):
         serving.scale(name, 1)
     serving.wait_healthy()
-    held = {entry.node for entry in serving.weight_cache()}
+    held = {entry.uri: entry.node for entry in serving.weight_cache()}
     plan = serving.plan(serving.snapshot())
-    assert len(held) == 2 and len(plan.nodes_to_free) == 1 and set(plan.nodes_to_free) < held
+    assert len(set(held.values())) == 2 and len(plan.nodes_to_free) == 1 and set(plan.nodes_to_free) < set(held.values())
 
     report = serving.compact(plan)
     assert not report.stopped, report.reason
     (freed,) = report.nodes_freed
-    (kept,) = serving.weight_cache()  # the other node's copy stays
-    assert kept.node == (held - {freed}).pop()
+    (stays,) = set(held.values()) - {freed}
+    assert {entry.uri: entry.node for entry in serving.weight_cache()} == dict.fromkeys(held, stays)
     assert ray_adapter.named_actor(HOLDER + freed) is None
-    assert ray_adapter.named_actor(HOLDER + kept.node) is not None
+
+    (moved,) = [uri for uri, node in held.items() if node == freed]
+    name = moved.rsplit("/", 1)[1].removesuffix(".safetensors")
+    served = nginx.bytes_served(f"{name}.safetensors")
+    started = set(sources(name))
+    serving.scale(name, 2)  # a replica after the compaction: still from the cache, identical
+    serving.wait_healthy()
+    assert [source for replica, source in sources(name).items() if replica not in started] == ["peer"]
+    assert nginx.bytes_served(f"{name}.safetensors") == served
+    assert set(answers(serving.url(name), 2).values()) == {state_digest({"w": torch.full((1024,), float(ord(name)))})}
+
+    assert release_node(stays) == 2  # nowhere to go: the copies go with their node's holder
+    assert serving.weight_cache() == [] and ray_adapter.named_actor(HOLDER + stays) is None
