@@ -2,7 +2,8 @@
 
 The same pieces as ClusterView (``servelab.widgets.model``): per node a bar per resource split by
 deployment, other use, stranded and free capacity; the header figures; every deployment with its
-state and replica counts. Plans travel with the node labels the sidebar shows for their ids.
+state and replica counts; what the peer weight cache holds, and where. Plans travel with the node
+labels the sidebar shows for their ids.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def cluster_model(snapshot: Snapshot, address: str, auto: AutoStatus | None = No
     strand = stranded_by_node(snapshot)
     resources = resources_of(snapshot)
     in_use = {r.node_id for r in snapshot.replicas}
+    known = {n.id for n in snapshot.nodes}
     nodes = [
         {
             "id": node.id,
@@ -36,6 +38,7 @@ def cluster_model(snapshot: Snapshot, address: str, auto: AutoStatus | None = No
             "total": node.total,
             "available": node.available,
             "replicas": len(snapshot.replicas_on(node.id)),
+            "cached_bytes": snapshot.cached_on(node.id),
             "bars": {
                 resource: [
                     {"holder": s.holder, "amount": s.amount, "fraction": s.fraction}
@@ -65,6 +68,10 @@ def cluster_model(snapshot: Snapshot, address: str, auto: AutoStatus | None = No
         "holders": holders(snapshot),
         "nodes": nodes,
         "deployments": deployments,
+        "weight_cache": [
+            {**asdict(e), "node_label": node_label(snapshot.node(e.node)) if e.node in known else e.node[:8]}
+            for e in snapshot.weight_cache
+        ],
         "autocompact": None if auto is None else auto_model(auto),
     }
 

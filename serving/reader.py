@@ -8,13 +8,15 @@ from dataclasses import replace
 from servelab.serving import context, ray_adapter
 from servelab.serving.cluster import node_type_of
 from servelab.serving.multiplex import counts_by_replica
-from servelab.serving.snapshot import Node, Snapshot
+from servelab.serving.snapshot import CacheEntry, Node, Snapshot
+from servelab.serving.weight_cache import weight_cache
 
 DRAIN_RECORD = "drain"  # key-value records of the drains servelab started, by node id
 
 
 def snapshot() -> Snapshot:
-    """Read nodes (totals, availability, labels, draining), deployments and replicas once, as plain data.
+    """Read nodes (totals, availability, labels, draining), deployments, replicas and what the peer
+    weight cache holds once, as plain data.
 
     >>> snap = snapshot()
     >>> [(n.id[:8], n.available.get("GPU")) for n in snap.nodes]
@@ -24,9 +26,10 @@ def snapshot() -> Snapshot:
 
 def quick_snapshot() -> Snapshot:
     """Where each replica runs and in what state, the deployments, and which nodes are alive and
-    draining: cheap enough to read several times a second while waiting on a migration. Its nodes
-    carry no availability, no per-GPU view and no model counts: ``snapshot()`` asks the raylets for
-    the per-GPU view, a query each raylet passes on to every worker process, serving replicas included."""
+    draining: cheap enough to read several times a second while waiting on a migration. It carries
+    no availability, no per-GPU view, no model counts and no weight cache: ``snapshot()`` asks the
+    raylets for the per-GPU view, a query each raylet passes on to every worker process, serving
+    replicas included."""
     return _read(detailed=False)
 
 
@@ -63,10 +66,12 @@ def _read(detailed: bool) -> Snapshot:
             )
         )
     replicas = serve.replicas
+    cached: tuple[CacheEntry, ...] = ()
     if detailed:
         counts = counts_by_replica()
         replicas = tuple(replace(r, models=counts[r.id]) if r.id in counts else r for r in serve.replicas)
-    return Snapshot(tuple(nodes), replicas, taken_at=time.time(), deployments=serve.deployments)
+        cached = tuple(weight_cache())
+    return Snapshot(tuple(nodes), replicas, taken_at=time.time(), deployments=serve.deployments, weight_cache=cached)
 
 
 def _drained_by(node_id: str, draining: set[str], ours: set[str], migrating: set[str | None]) -> str | None:

@@ -136,13 +136,27 @@ class DeploymentInfo:
 
 
 @dataclass(frozen=True)
+class CacheEntry:
+    """One checkpoint in the peer weight cache."""
+
+    uri: str
+    nbytes: int
+    reads: int  # replicas that loaded it from the cache
+    published_by: str
+    published_at: float
+    last_used: float
+    node: str = ""  # where its bytes are held (by that node's holder)
+
+
+@dataclass(frozen=True)
 class Snapshot:
-    """Nodes, replicas and deployments at one moment."""
+    """Nodes, replicas and deployments at one moment (and, read in full, what the peer weight cache holds)."""
 
     nodes: tuple[Node, ...]
     replicas: tuple[Replica, ...]
     taken_at: float = field(default_factory=time.time)
     deployments: tuple[DeploymentInfo, ...] = ()
+    weight_cache: tuple[CacheEntry, ...] = ()
 
     def node(self, node_id: str) -> Node:
         for node in self.nodes:
@@ -152,6 +166,10 @@ class Snapshot:
 
     def replicas_on(self, node_id: str) -> list[Replica]:
         return [r for r in self.replicas if r.node_id == node_id]
+
+    def cached_on(self, node_id: str) -> int:
+        """Bytes of checkpoints the peer weight cache holds in ``node_id``'s object store."""
+        return sum(e.nbytes for e in self.weight_cache if e.node == node_id)
 
     @property
     def unplaced(self) -> list[Replica]:
@@ -220,6 +238,7 @@ class Snapshot:
             ),
             taken_at=data.get("taken_at", 0.0),
             deployments=tuple(DeploymentInfo(**d) for d in data.get("deployments", ())),
+            weight_cache=tuple(CacheEntry(**e) for e in data.get("weight_cache", ())),
         )
 
     @classmethod

@@ -22,11 +22,12 @@ import asyncio
 import time
 import warnings
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
 from servelab.errors import LoaderError
 from servelab.serving import ray_adapter
+from servelab.serving.snapshot import CacheEntry
 
 if TYPE_CHECKING:
     import torch
@@ -36,19 +37,6 @@ HOLDER = "servelab-weight-holder-"  # + node id
 DEFAULT_BUDGET = 8 * 2**30
 WAIT_FOR_PEER_S = 300.0  # a waiter claims the fetch itself when the first fetcher takes longer (it may have died)
 HANDOVER_TIMEOUT_S = 60.0  # how long a leaving node's release waits for its copies to move
-
-
-@dataclass(frozen=True)
-class CacheEntry:
-    """One checkpoint in the peer cache."""
-
-    uri: str
-    nbytes: int
-    reads: int  # replicas that loaded it from the cache
-    published_by: str
-    published_at: float
-    last_used: float
-    node: str = ""  # where its bytes are held (by that node's holder)
 
 
 class WeightDirectory:

@@ -57,6 +57,8 @@ def snapshot_text(snapshot: Snapshot) -> str:
         )
     for d in snapshot.deployments:
         lines.append(f"  deployment {d.app}/{d.name}: {d.status} {d.running_replicas}/{d.target_replicas} running")
+    for uri, size, where, reads in _cache_rows(snapshot):
+        lines.append(f"  cached weights {uri}: {size} on {where}, read {reads} time(s) from the cache")
     return "\n".join(lines)
 
 
@@ -80,8 +82,15 @@ def snapshot_html(snapshot: Snapshot) -> str:
         f"<div><b>Cluster</b>: {len(snapshot.nodes)} node(s); {escape(header_text(header))}"
         + _table(["node", "total", "free", "replicas"], nodes)
         + (_table(["deployment", "status", "running", "per replica"], deployments) if deployments else "<i>no deployments</i>")
+        + (_table(["cached weights", "size", "held on", "reads"], _cache_rows(snapshot)) if snapshot.weight_cache else "")
         + "</div>"
     )
+
+
+def _cache_rows(snapshot: Snapshot) -> list[list[str]]:
+    """The peer weight cache's checkpoints: URI, size, the node holding them, reads from the cache."""
+    labels = {node.id: node_label(node) for node in snapshot.nodes}
+    return [[e.uri, format_bytes(e.nbytes), labels.get(e.node, e.node[:8] or "-"), str(e.reads)] for e in snapshot.weight_cache]
 
 
 def plan_text(plan: Plan) -> str:

@@ -32,7 +32,17 @@ export interface NodeModel {
   total: Record<string, number>;
   available: Record<string, number>;
   replicas: number;
+  cached_bytes: number;
   bars: Record<string, Segment[]>;
+}
+
+/** A checkpoint the peer weight cache holds (servelab.serving.CacheEntry) and the label of its node. */
+export interface CacheEntryModel {
+  uri: string;
+  nbytes: number;
+  reads: number;
+  node: string;
+  node_label: string;
 }
 
 export interface DeploymentModel {
@@ -64,6 +74,7 @@ export interface ClusterModel {
   holders: string[];
   nodes: NodeModel[];
   deployments: DeploymentModel[];
+  weight_cache: CacheEntryModel[];
   autocompact: AutoModel | null;
   compaction: string | null;
   refresh_interval_s: number;

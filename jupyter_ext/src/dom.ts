@@ -31,6 +31,16 @@ export function num(value: number, digits = 2): string {
   return Number(value.toFixed(digits)).toString();
 }
 
+/** `67200512` as "67.2 MB": decimal units, three significant figures (the notebook's format_bytes). */
+export function bytes(value: number): string {
+  for (const [unit, size] of [['GB', 1e9], ['MB', 1e6], ['kB', 1e3]] as const) {
+    if (value >= size) {
+      return `${Number((value / size).toPrecision(3))} ${unit}`;
+    }
+  }
+  return `${value} B`;
+}
+
 export function money(value: number): string {
   return `$${value.toFixed(2)}/h`;
 }

@@ -1,15 +1,15 @@
 /**
  * The servelab sidebar: a cluster picker, nodes as bars of GPU, CPU and memory coloured by
  * deployment (stranded capacity and draining nodes marked), the fragmentation figures, the
- * deployments with their replica counts and states (scaled by hand with - and +), and compaction:
- * plan, run, follow, report.
+ * deployments with their replica counts and states (scaled by hand with - and +), the peer weight
+ * cache, and compaction: plan, run, follow, report.
  * It draws the server's one JSON model of the cluster and refreshes it on an interval.
  */
 import { Signal, ISignal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
-import { api, ApiError, AutoModel, ClusterEntry, ClusterModel, CompactionEvent, CompactionModel, DeploymentModel, follow, NodeModel, PlanModel } from './api';
-import { colours, fill, h, money, num } from './dom';
+import { api, ApiError, AutoModel, CacheEntryModel, ClusterEntry, ClusterModel, CompactionEvent, CompactionModel, DeploymentModel, follow, NodeModel, PlanModel } from './api';
+import { bytes, colours, fill, h, money, num } from './dom';
 
 const UNITS: Record<string, string> = { GPU: 'GPU', CPU: 'CPU', memory: 'GiB' };
 const FIXED: Record<string, string> = { other: 'used by Ray/Serve', stranded: 'stranded', free: 'free' };
@@ -171,7 +171,9 @@ export class ServelabSidebar extends Widget {
       h('div', { class: 'servelab-Nodes' }, ...model.nodes.map(node => drawNode(node, model.resources, palette))),
       h('h3', {}, 'Deployments'),
       this._drawDeployments(model.deployments, palette, model.compaction !== null),
-      this._scaleError ? h('div', { class: 'servelab-Message servelab-mod-error servelab-ScaleError' }, this._scaleError) : null
+      this._scaleError ? h('div', { class: 'servelab-Message servelab-mod-error servelab-ScaleError' }, this._scaleError) : null,
+      model.weight_cache.length ? h('h3', {}, 'Weight cache') : null,
+      model.weight_cache.length ? drawCache(model.weight_cache) : null
     );
     this._compaction.hidden = false;
     this._drawCompaction();
@@ -348,7 +350,14 @@ function drawNode(node: NodeModel, resources: string[], palette: Map<string, str
           node.drained_by === 'servelab' ? 'draining' : `draining (${node.drained_by === 'ray' ? 'Ray' : 'other'})`
         )
       : null,
-    !node.head && !node.in_use ? h('span', { class: 'servelab-Badge servelab-mod-idle' }, 'idle') : null
+    !node.head && !node.in_use ? h('span', { class: 'servelab-Badge servelab-mod-idle' }, 'idle') : null,
+    node.cached_bytes
+      ? h(
+          'span',
+          { class: 'servelab-Badge servelab-mod-cached', title: 'checkpoints the peer weight cache holds in this node\'s object store' },
+          `${bytes(node.cached_bytes)} cached`
+        )
+      : null
   ];
   const bars = resources.map(resource => {
     const segments = node.bars[resource];
@@ -383,6 +392,26 @@ function drawNode(node: NodeModel, resources: string[], palette: Map<string, str
     { class: `servelab-Node${node.draining ? ' servelab-mod-draining' : ''}`, 'data-node': node.id },
     h('div', { class: 'servelab-NodeHead' }, h('span', { class: 'servelab-NodeLabel', title: node.id }, node.label.replace(/ \((head|draining)\)/g, '')), ...badges, h('span', { class: 'servelab-NodeCost' }, money(node.cost_per_hour))),
     ...bars
+  );
+}
+
+/** The peer weight cache: each checkpoint, its size, the node holding it and how often replicas read it there. */
+function drawCache(entries: CacheEntryModel[]): HTMLElement {
+  return h(
+    'ul',
+    { class: 'servelab-Cache' },
+    ...entries.map(e =>
+      h(
+        'li',
+        { class: 'servelab-CacheEntry' },
+        h('div', { class: 'servelab-CacheName', title: e.uri }, e.uri.split('/').pop() || e.uri),
+        h(
+          'div',
+          { class: 'servelab-CacheWhere', title: 'read: replicas that loaded it from the cache' },
+          `${bytes(e.nbytes)} on ${e.node_label} · read ${e.reads}×`
+        )
+      )
+    )
   );
 }
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from servelab.jupyter_ext.handlers import compaction_budget, planning_options
 from servelab.jupyter_ext.manager import ApiError
 from servelab.jupyter_ext.model import cluster_model, plan_model
-from servelab.serving import Plan, fragmentation, plan
+from servelab.serving import CacheEntry, Plan, Snapshot, fragmentation, plan
 from servelab.testing.clusters import fragmented_cluster
+from servelab.widgets.model import node_label
 
 
 def test_cluster_model_is_json_and_accounts_for_every_node_and_replica() -> None:
@@ -107,3 +109,22 @@ def test_a_bad_compaction_budget_names_the_fix(given: object, says: str) -> None
 def test_a_compaction_budget_is_budgets_fields() -> None:
     assert compaction_budget(None) == {}
     assert compaction_budget({"max_draining": 2}) == {"max_draining": 2, "max_migrating": None, "min_saving_per_move": 0.01}
+
+
+def test_the_model_says_what_the_weight_cache_holds_on_each_node() -> None:
+    snap = fragmented_cluster(10, seed=1)
+    worker = snap.workers[0]
+    cached = (
+        CacheEntry("s3://m/a.safetensors", 2_000, 3, "r1", 1.0, 2.0, worker.id),
+        CacheEntry("s3://m/b.safetensors", 500, 0, "r2", 1.0, 2.0, worker.id),
+        CacheEntry("s3://m/c.safetensors", 100, 1, "r3", 1.0, 2.0, "a-node-that-left"),
+    )
+    snap = replace(snap, weight_cache=cached)
+    model = json.loads(json.dumps(cluster_model(snap, "10.0.0.2:6379")))
+    assert {n["id"]: n["cached_bytes"] for n in model["nodes"] if n["cached_bytes"]} == {worker.id: 2_500}
+    assert [(e["uri"], e["reads"], e["node_label"]) for e in model["weight_cache"]] == [
+        ("s3://m/a.safetensors", 3, node_label(worker)),
+        ("s3://m/b.safetensors", 0, node_label(worker)),
+        ("s3://m/c.safetensors", 1, "a-node-t"),
+    ]
+    assert Snapshot.from_json(snap.to_json()) == snap  # the cache travels with a snapshot

@@ -1,8 +1,8 @@
 """The sidebar in real JupyterLab in headless Chromium, under a JupyterHub-style base URL.
 
 It finds the test's embedded cluster through its discovery record, shows its nodes and deployments,
-plans and runs a compaction from the panel and sees the node count drop, and scales a deployment
-from its row. Screenshots (light and
+plans and runs a compaction from the panel and sees the node count drop, scales a deployment from
+its row, and shows what the peer weight cache holds. Screenshots (light and
 dark) go to ``SERVELAB_SCREENSHOTS`` (default: a temporary directory); the README's come from here.
 """
 
@@ -15,8 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from servelab import serving
+from servelab.testing import NginxServer
+from servelab.testing.apps import WeightsDigest
 from servelab.testing.lab import CHROMIUM_ARGS, LabServer, chromium_path
 
 pytestmark = [
@@ -58,7 +62,9 @@ def wait_for(condition: Any, timeout_s: float, what: str) -> None:
     raise AssertionError(f"{what} not seen within {timeout_s:.0f} s")
 
 
-def test_sidebar_shows_the_cluster_and_compacts_it(page: Any, fragmented: serving.Snapshot) -> None:
+def test_sidebar_shows_the_cluster_and_compacts_it(
+    page: Any, fragmented: serving.Snapshot, served_dir: Path, nginx: NginxServer
+) -> None:
     shots = Path(os.environ.get("SERVELAB_SCREENSHOTS") or "/tmp/servelab-screenshots")
     shots.mkdir(parents=True, exist_ok=True)
     assert "/user/demo/lab" in page.url
@@ -101,6 +107,16 @@ def test_sidebar_shows_the_cluster_and_compacts_it(page: Any, fragmented: servin
     b.locator(".servelab-scale-down").click()
     wait_for(lambda: "2/2" in b.inner_text(), 120, "b back at 2 replicas")
     assert serving.find("b").target_replicas == 2
+
+    save_file({"w": torch.zeros(1024, 1024)}, served_dir / "sidebar.safetensors")  # 4.19 MB in the peer cache
+    serving.deploy("w", WeightsDigest, replicas=1, gpus=0.5, weights=nginx.url("sidebar.safetensors"))
+    (entry,) = serving.weight_cache()
+    cached = page.locator(f"{SIDEBAR} .servelab-CacheEntry")
+    cached.wait_for(timeout=60_000)
+    assert cached.inner_text().split() == ["sidebar.safetensors", "4.19", "MB", "on", "gpu2", entry.node[:8], "·", "read", "0×"]
+    badge = page.locator(f"{SIDEBAR} .servelab-Node[data-node='{entry.node}'] .servelab-mod-cached")
+    assert badge.inner_text() == "4.19 MB cached"
+    page.locator(SIDEBAR).screenshot(path=str(shots / "sidebar_cache.png"))
 
     serving.autocompact(delay_s=3600)  # the automatic compactor runs on the cluster: the sidebar says what it waits for
     try:

@@ -50,6 +50,9 @@ def test_replicas_after_the_first_load_from_peers_and_one_reads_for_many(
     assert deployed >= nbytes
     (entry,) = serving.weight_cache()
     assert (entry.uri, entry.nbytes, entry.reads) == (nginx.url(NAME), nbytes, 0)
+    snap = serving.snapshot()  # the full read shows it too, on the node that holds it
+    assert snap.weight_cache == (entry,) and snap.cached_on(entry.node) == nbytes
+    assert entry.node in {r.node_id for r in snap.replicas_on(entry.node)}
 
     serving.scale("peer", 2)  # a replica scaled up later: from the peer cache, identical, no remote read
     serving.wait_healthy()

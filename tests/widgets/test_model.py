@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 
 import pytest
 
-from servelab.serving import Node, Replica, Snapshot, plan, projected
+from servelab.serving import CacheEntry, Node, Replica, Snapshot, plan, projected
 from servelab.widgets.figures import FIXED, cluster_traces, colours
 from servelab.widgets.model import FREE, OTHER, STRANDED, Header, node_label, resources_of, segments
-from servelab.widgets.summary import plan_text, snapshot_text
+from servelab.widgets.summary import plan_text, snapshot_html, snapshot_text
 
 
 def node(name: str, gpus: float, free_gpus: float, cpus: float = 4, free_cpus: float = 4, head: bool = False) -> Node:
@@ -162,3 +163,10 @@ def test_replica_timelines_become_one_row_of_phases_per_replica() -> None:
     }
     assert "peer: 1.07 GB" in view.summary_text() and "10.00 s" in view.summary_text()
     view.close()
+
+
+def test_the_snapshot_summary_lists_the_cached_weights_and_where_they_are(snap: Snapshot) -> None:
+    cached = replace(snap, weight_cache=(CacheEntry("http://m/w.safetensors", 1_050_000_000, 2, "r1", 1.0, 2.0, "n1"),))
+    assert "cached weights" not in snapshot_text(snap) and "cached weights" not in snapshot_html(snap)
+    assert "cached weights http://m/w.safetensors: 1.05 GB on gpu n1, read 2 time(s)" in snapshot_text(cached)
+    assert "<td " in snapshot_html(cached) and "1.05 GB" in snapshot_html(cached) and "gpu n1" in snapshot_html(cached)
