@@ -108,7 +108,7 @@ class WeightDirectory:
             holder = holder_on(target)
             try:
                 refs = await holder.adopt.remote(key, self._entries[key][1])
-            except Exception:
+            except Exception:  # the target left, or the source copy went first: this copy stays
                 continue
             if key not in self._entries or self._entries[key][0].node != node:  # dropped meanwhile
                 holder.drop.remote(key)
