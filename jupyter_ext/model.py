@@ -15,7 +15,7 @@ from servelab.serving.autocompact import AutoStatus
 from servelab.serving.fragmentation import fragmentation, stranded_by_node
 from servelab.serving.planner import Plan
 from servelab.serving.snapshot import Snapshot
-from servelab.widgets.model import Header, holders, node_label, node_segments, ordered_nodes, resources_of
+from servelab.widgets.model import Header, holders, label_of, node_label, node_segments, ordered_nodes, resources_of
 
 
 def cluster_model(snapshot: Snapshot, address: str, auto: AutoStatus | None = None) -> dict[str, Any]:
@@ -24,7 +24,6 @@ def cluster_model(snapshot: Snapshot, address: str, auto: AutoStatus | None = No
     strand = stranded_by_node(snapshot)
     resources = resources_of(snapshot)
     in_use = {r.node_id for r in snapshot.replicas}
-    known = {n.id for n in snapshot.nodes}
     nodes = [
         {
             "id": node.id,
@@ -68,10 +67,7 @@ def cluster_model(snapshot: Snapshot, address: str, auto: AutoStatus | None = No
         "holders": holders(snapshot),
         "nodes": nodes,
         "deployments": deployments,
-        "weight_cache": [
-            {**asdict(e), "node_label": node_label(snapshot.node(e.node)) if e.node in known else e.node[:8]}
-            for e in snapshot.weight_cache
-        ],
+        "weight_cache": [{**asdict(e), "node_label": label_of(snapshot, e.node)} for e in snapshot.weight_cache],
         "autocompact": None if auto is None else auto_model(auto),
     }
 

@@ -239,9 +239,10 @@ def compact(
             moved += replicas
             landed = as_planned(current, wave, list(before), list(snap.replicas))
             placed += landed
+            keepers = _keepers(snap, current)
             for node_id in wave:
                 # Its cached weights move once its replicas have (not to compete with their start).
-                handovers[node_id] = hand_over_cached_weights(node_id, _keepers(snap, current))
+                handovers[node_id] = hand_over_cached_weights(node_id, keepers)
                 emit(
                     "migrated",
                     node_id,

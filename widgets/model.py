@@ -68,6 +68,11 @@ def node_label(node: Node) -> str:
     return label
 
 
+def label_of(snapshot: Snapshot, node_id: str) -> str:
+    """``node_label`` of ``node_id``, or its short id when the node is not in ``snapshot`` (it left)."""
+    return node_label(snapshot.node(node_id)) if any(n.id == node_id for n in snapshot.nodes) else node_id[:8] or "-"
+
+
 def resources_of(snapshot: Snapshot) -> list[str]:
     """The resources worth a column: GPU and CPU where nodes have them, memory only where replicas ask for it."""
     asked = {name for r in snapshot.replicas for name, amount in r.resources.items() if amount}

@@ -14,7 +14,7 @@ from servelab.serving.budget import saving_per_move
 from servelab.serving.executor import CompactionReport, LatencyStats
 from servelab.serving.planner import Plan
 from servelab.serving.snapshot import Snapshot, format_resources
-from servelab.widgets.model import Header, ModelRow, Phase, node_label
+from servelab.widgets.model import Header, ModelRow, Phase, label_of, node_label
 
 TABLE = 'style="border-collapse:collapse;font-size:12px;margin:4px 0"'
 CELL = 'style="padding:2px 10px;text-align:left;border-bottom:1px solid #ddd"'
@@ -89,8 +89,7 @@ def snapshot_html(snapshot: Snapshot) -> str:
 
 def _cache_rows(snapshot: Snapshot) -> list[list[str]]:
     """The peer weight cache's checkpoints: URI, size, the node holding them, reads from the cache."""
-    labels = {node.id: node_label(node) for node in snapshot.nodes}
-    return [[e.uri, format_bytes(e.nbytes), labels.get(e.node, e.node[:8] or "-"), str(e.reads)] for e in snapshot.weight_cache]
+    return [[e.uri, format_bytes(e.nbytes), label_of(snapshot, e.node), str(e.reads)] for e in snapshot.weight_cache]
 
 
 def plan_text(plan: Plan) -> str:
