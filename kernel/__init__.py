@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from servelab.kernel.magics import ServelabMagics
+from servelab.kernel.magics import MagicError, ServelabMagics
 
-__all__ = ["ServelabMagics", "load_ipython_extension"]
+__all__ = ["MagicError", "ServelabMagics", "load_ipython_extension"]
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -1,8 +1,8 @@
 """IPython magics: ``%servelab``, ``%%deploy`` (and ``%deploy llm``), ``%scale``, ``%undeploy``, ``%compact``, ``%stream``.
 
 Each magic translates its arguments into one ``servelab.serving`` (or ``servelab.loader``) call,
-shows progress while it works and returns an object with a rich repr. Bad input prints one line
-that names the fix, never a traceback, and changes nothing. Defaults are traitlets:
+shows progress while it works and returns an object with a rich repr. Bad input ends the cell with
+one line that names the fix (a MagicError, never a traceback) and changes nothing. Defaults are traitlets:
 ``c.ServelabMagics.nodes = 4`` in an IPython profile.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import fnmatch
 import functools
 import logging
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,29 +29,37 @@ from servelab.kernel.results import Deployed, Streamed
 log = logging.getLogger("servelab.kernel")
 
 
+class MagicError(Exception):
+    """A magic that failed: shown as its one line (no traceback), and the cell ends in error.
+
+    The error state stops "Run All" at the cell that failed, not at a later cell that needed its
+    result, and lets nbval and papermill see the failure. IPython renders an exception through its
+    ``_render_traceback_`` when it has one (ipyparallel's remote errors use the same hook).
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"servelab: {self}"]
+
+
 def friendly(magic: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn servelab's errors and bad arguments into one printed line; nothing else reaches the user."""
+    """Turn servelab's errors and bad arguments into one MagicError line; nothing else reaches the user."""
 
     @functools.wraps(magic)
     def wrapper(self: ServelabMagics, *args: Any) -> Any:
         try:
             return magic(self, *args)
         except UsageError as exc:
-            _say(f"{exc}. See %{magic.__name__}? for the options.")
+            message = f"{exc}. See %{magic.__name__}? for the options."
         except ServelabError as exc:
-            _say(str(exc))
+            message = str(exc)
         except KeyboardInterrupt:
-            _say("interrupted; the cluster keeps what was already done (%servelab status shows it).")
+            message = "interrupted; the cluster keeps what was already done (%servelab status shows it)."
         except Exception as exc:  # a bug of ours or of Ray: still one line, the traceback to the log
             log.debug("%%%s failed", magic.__name__, exc_info=True)
-            _say(f"unexpected {type(exc).__name__}: {exc}. Nothing else was changed; %servelab status shows the cluster.")
-        return None
+            message = f"unexpected {type(exc).__name__}: {exc}. Nothing else was changed; %servelab status shows the cluster."
+        raise MagicError(message) from None
 
     return wrapper
-
-
-def _say(message: str) -> None:
-    print(f"servelab: {message}", file=sys.stderr)
 
 
 @magics_class

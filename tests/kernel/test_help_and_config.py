@@ -10,6 +10,7 @@ from servelab.kernel import ServelabMagics
 from servelab.kernel.cell import defined_classes
 from servelab.kernel.magics import probe_urls
 from servelab.serving import DeploymentInfo
+from tests.kernel import failure
 
 
 def test_help_lists_every_option() -> None:
@@ -26,11 +27,9 @@ def test_deploy_as_a_line_without_llm_says_how_to_use_it(capsys: pytest.CaptureF
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "servelab")
 
-    assert shell.run_line_magic("deploy", "classifier --replicas 2") is None
+    shown = failure(shell, "%deploy classifier --replicas 2", capsys)
 
-    err = capsys.readouterr().err
-    assert "servelab: %deploy as a line deploys an LLM: %deploy llm NAME --model URI" in err
-    assert "Traceback" not in err
+    assert shown.startswith("servelab: %deploy as a line deploys an LLM: %deploy llm NAME --model URI")
 
 
 def test_defaults_come_from_config() -> None:

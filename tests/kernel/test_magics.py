@@ -23,6 +23,7 @@ from servelab import serving
 from servelab.kernel.results import Deployed, Streamed
 from servelab.loader import CheckpointInfo
 from servelab.widgets import ClusterView, CompactionPanel
+from tests.kernel import failure
 
 CLASS_CELL = """
 class Tagged:
@@ -66,12 +67,9 @@ def line(shell: InteractiveShell, magic: str, text: str = "") -> object:
 
 
 def test_every_magic_says_no_cluster_yet_in_one_line(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
-    for magic, text in (("servelab", "status"), ("scale", "a 1"), ("compact", "--dry-run"), ("undeploy", "a")):
-        assert line(shell, magic, text) is None
-    assert shell.run_cell_magic("deploy", "a", ECHO_CELL) is None
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 5 and all(e.startswith("servelab: no cluster yet: start one with up() (%servelab up)") for e in err)
-    assert "Traceback" not in "".join(err)
+    for source in ("%servelab status", "%scale a 1", "%compact --dry-run", "%undeploy a", "%%deploy a\n" + ECHO_CELL):
+        shown = failure(shell, source, capsys)
+        assert shown.startswith("servelab: no cluster yet: start one with up() (%servelab up)"), shown
 
 
 def test_up_deploy_query_and_status(shell: InteractiveShell, weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -109,15 +107,11 @@ def test_up_deploy_query_and_status(shell: InteractiveShell, weights: Path, caps
         ("stream", "/nonexistent/model.safetensors --into 3x", "--into 3x: give a Python variable name"),
     ],
 )
-def test_bad_input_prints_one_line_and_changes_nothing(
+def test_bad_input_fails_the_cell_in_one_line_and_changes_nothing(
     shell: InteractiveShell, capsys: pytest.CaptureFixture[str], magic: str, text: str, message: str
 ) -> None:
     before = serving.snapshot().fingerprint()
-    capsys.readouterr()
-    assert line(shell, magic, text) is None
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("servelab: ") and message in err, err
-    assert "Traceback" not in err
+    assert message in failure(shell, f"%{magic} {text}", capsys)
     assert serving.snapshot().fingerprint() == before
 
 
@@ -137,13 +131,10 @@ def test_bad_input_prints_one_line_and_changes_nothing(
         ("bad --multiplex /m/{model_id}.safetensors --weights /w.safetensors", CLASS_CELL, "give a class and no weights="),
     ],
 )
-def test_bad_deploy_cells_print_one_line_and_deploy_nothing(
+def test_bad_deploy_cells_fail_in_one_line_and_deploy_nothing(
     shell: InteractiveShell, capsys: pytest.CaptureFixture[str], args: str, cell: str, message: str
 ) -> None:
-    capsys.readouterr()
-    assert shell.run_cell_magic("deploy", args, cell) is None
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and message in err, err
+    assert message in failure(shell, f"%%deploy {args}\n{cell}", capsys)
     assert "bad" not in {d.name for d in serving.deployments()}
 
 
@@ -163,9 +154,8 @@ def test_deploy_multiplex_serves_a_model_per_request(shell: InteractiveShell, tm
 
 def test_a_replica_that_fails_to_start_is_not_left_served(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
     cell = "class Crashes:\n    def __init__(self):\n        raise RuntimeError('no GPU driver')\n"
-    assert shell.run_cell_magic("deploy", "crashes", cell) is None
-    err = capsys.readouterr().err
-    assert "'crashes' failed to start" in err and "no GPU driver" in err
+    shown = failure(shell, "%%deploy crashes\n" + cell, capsys)
+    assert "'crashes' failed to start" in shown and "no GPU driver" in shown
     assert "crashes" not in {d.name for d in serving.deployments()}
 
 
@@ -267,5 +257,4 @@ def test_down_then_up_leaves_nothing_stale(shell: InteractiveShell, capsys: pyte
     assert serving.find_clusters() == [] or all(r.pid != __import__("os").getpid() for r in serving.find_clusters())
     snap = line(shell, "servelab", "up --nodes 1")
     assert isinstance(snap, serving.Snapshot) and snap.deployments == ()
-    assert line(shell, "scale", "tagged 1") is None
-    assert "no deployment named 'tagged'" in capsys.readouterr().err
+    assert "no deployment named 'tagged'" in failure(shell, "%scale tagged 1", capsys)
