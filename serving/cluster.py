@@ -23,6 +23,8 @@ from servelab.serving.context import NodeType, Session
 log = logging.getLogger("servelab.serving")
 NODE_TYPE_LABEL = "servelab.io/node-type"
 SERVE_PORT = 8000
+# cluster_utils waits 30 s for a raylet to register: on 2 loaded cores a worker once took longer.
+NODE_START_TIMEOUT_S = 120.0
 
 
 def up(
@@ -63,11 +65,9 @@ def up(
             raise
         session = Session(cluster.address, cluster, types, auth_env=auth_env)
         try:
-            for name, count in counts.items():
-                for _ in range(count):
-                    _add_worker(session, name)
+            started = [_add_worker(session, name) for name, count in counts.items() for _ in range(count)]
+            _wait_for_workers(session, started)
             ray_adapter.init(cluster.address)
-            ray_adapter.wait_for_nodes(cluster)
             ray_adapter.start_serve(http_port)
         except BaseException:
             ray_adapter.shutdown()
@@ -163,7 +163,9 @@ def add_node(node_type: str | None = None) -> str:
     name = node_type or next(iter(session.node_types))
     if name not in session.node_types:
         raise ClusterError(f"unknown node type {name!r}; this cluster has {sorted(session.node_types)}.")
-    return _add_worker(session, name)
+    node_id = _add_worker(session, name)
+    _wait_for_workers(session, [node_id])
+    return node_id
 
 
 def remove_node(node_id: str) -> None:
@@ -188,6 +190,16 @@ def _add_worker(session: Session, name: str) -> str:
     )
     session.workers[node_id] = node
     return str(node_id)
+
+
+def _wait_for_workers(session: Session, node_ids: list[str]) -> None:
+    try:
+        ray_adapter.wait_for_workers(session.embedded, [session.workers[n] for n in node_ids], NODE_START_TIMEOUT_S)
+    except TimeoutError:
+        raise ClusterError(
+            f"the embedded cluster's raylets did not all register within {NODE_START_TIMEOUT_S:.0f} s: this machine "
+            "may be short of CPU or memory: stop other work, or ask for fewer nodes."
+        ) from None
 
 
 def _refuse_second_session() -> None:

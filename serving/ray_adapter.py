@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -171,7 +172,8 @@ def add_worker(cluster: Any, cpus: float, gpus: float, memory: int | None, label
     }
     if memory is not None:
         args["memory"] = memory
-    node = cluster.add_node(**args)
+    # Not waiting here lets up() start its raylets side by side; wait_for_workers() waits for them.
+    node = cluster.add_node(wait=False, **args)
     return node.node_id, node
 
 
@@ -186,8 +188,15 @@ def kill_raylet(node: Any) -> None:
         info.process.kill()
 
 
-def wait_for_nodes(cluster: Any) -> None:
-    cluster.wait_for_nodes()
+def wait_for_workers(cluster: Any, nodes: list[Any], timeout_s: float) -> None:
+    """Until each of ``nodes`` is registered with the GCS; TimeoutError after ``timeout_s`` in all.
+
+    Per node, as ``Cluster.add_node`` waits (with 30 s each): ``Cluster.wait_for_nodes`` counts every
+    node ever added, so it never returns once a raylet was killed rather than removed.
+    """
+    deadline = time.monotonic() + timeout_s
+    for node in nodes:
+        cluster._wait_for_node(node, timeout=max(deadline - time.monotonic(), 1.0))
 
 
 def stop_embedded(cluster: Any) -> None:
