@@ -70,7 +70,8 @@ def node_label(node: Node) -> str:
 
 def label_of(snapshot: Snapshot, node_id: str) -> str:
     """``node_label`` of ``node_id``, or its short id when the node is not in ``snapshot`` (it left)."""
-    return node_label(snapshot.node(node_id)) if any(n.id == node_id for n in snapshot.nodes) else node_id[:8] or "-"
+    node = next((n for n in snapshot.nodes if n.id == node_id), None)
+    return node_label(node) if node is not None else node_id[:8] or "-"
 
 
 def resources_of(snapshot: Snapshot) -> list[str]:
