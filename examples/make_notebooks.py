@@ -573,8 +573,10 @@ print("cached:", [(Path(e.uri).name, e.reads) for e in serving.weight_cache()])"
 
 
 def executed(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Run ``nb`` in a fresh kernel; keep only the stream outputs of checked cells."""
+    """Run ``nb`` in a fresh kernel; keep only the stream outputs of checked cells, and no widget state
+    (nbclient saves every widget's model in the metadata: megabytes a notebook, redrawn on the next run)."""
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}).execute()
+    nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         if cell.cell_type == "code":
             checked = cell.source.startswith(CHECKED)
