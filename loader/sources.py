@@ -8,6 +8,7 @@ read with ``cat_file`` and one copy.
 
 from __future__ import annotations
 
+import ctypes
 import http.client
 import mmap
 import os
@@ -30,6 +31,7 @@ Buffers = Sequence[memoryview]
 IOV_MAX = 1024  # the kernel's limit on buffers per preadv call
 DIRECT_ALIGNMENT = 4096  # O_DIRECT offsets, lengths and addresses are multiples of this
 DIRECT_BOUNCE_BYTES = 8 << 20
+DIRECT_MAX_READ = 1 << 30  # Linux caps one read near 2 GiB
 HTTP_TIMEOUT_S = 60.0
 PRESIGN_EXPIRY_S = 6 * 3600
 
@@ -80,8 +82,14 @@ class LocalFileSource(ByteSource):
     """A local file: cached ranges are copied from the page cache, uncached ones read with O_DIRECT.
 
     Cached chunks go straight into the destination with ``preadv``. Uncached ones bypass the page
-    cache with O_DIRECT into a per-thread aligned bounce buffer and one memcpy: the disk's full speed,
-    without first filling the page cache, at about a third of the CPU of a buffered read.
+    cache with O_DIRECT: in place when the destination is one buffer whose address is congruent to
+    the file offset modulo the page (the sinks lay buffers out so; only the partial pages at its two
+    ends are read buffered, so a read never writes outside its own range), else through a per-thread
+    aligned bounce buffer and one memcpy. In place, one ``preadv`` per chunk hands the kernel the
+    whole range, so a 32 MiB read keeps the disk's queue full from a single thread.
+
+    Measured (bench.loader, 2-core VM, 4 x 1 GiB, cold): through the bounce buffer 1.40 GB/s against
+    ``dd iflag=direct`` 1.84; in place at the raw read's speed (see the docs' performance page).
     """
 
     def __init__(self, path: str, uri: str, policy: RetryPolicy) -> None:
@@ -128,8 +136,14 @@ class LocalFileSource(ByteSource):
 
     def _read_into(self, offset: int, buffers: Buffers, length: int) -> None:
         if self._probe is not None and not self._probe.cached(offset, length):
-            self._read_direct(offset, list(buffers))
+            if len(buffers) == 1 and _address(buffers[0]) % DIRECT_ALIGNMENT == offset % DIRECT_ALIGNMENT:
+                self._read_direct_in_place(offset, buffers[0])
+            else:
+                self._read_direct(offset, list(buffers))
             return
+        self._read_buffered(offset, buffers)
+
+    def _read_buffered(self, offset: int, buffers: Buffers) -> None:
         pending = list(buffers)
         while pending:
             try:
@@ -140,6 +154,31 @@ class LocalFileSource(ByteSource):
                 raise SourceReadError(f"{self.uri}: file ended at byte {offset}; it shrank while being read.")
             offset += done
             pending = _advance(pending, done)
+
+    def _read_direct_in_place(self, offset: int, buffer: memoryview) -> None:
+        """O_DIRECT straight into ``buffer`` (congruent to ``offset``): its whole pages in one read,
+        the partial pages at either end through the page cache."""
+        end = offset + len(buffer)
+        body_start = offset + -offset % DIRECT_ALIGNMENT
+        body_end = end - end % DIRECT_ALIGNMENT
+        if body_start >= body_end:  # no whole page inside
+            self._read_buffered(offset, [buffer])
+            return
+        if body_start > offset:
+            self._read_buffered(offset, [buffer[: body_start - offset]])
+        body = buffer[body_start - offset : body_end - offset]
+        position = body_start
+        while len(body):
+            try:
+                got = _preadv(self._direct_fd, [body[:DIRECT_MAX_READ]], position)
+            except OSError as exc:
+                raise TransientReadError(f"read failed ({exc!r})") from exc
+            if got == 0 or got % DIRECT_ALIGNMENT:
+                raise SourceReadError(f"{self.uri}: file ended at byte {position + got}; it shrank while being read.")
+            body = body[got:]
+            position += got
+        if end > body_end:
+            self._read_buffered(body_end, [buffer[body_end - offset :]])
 
     def _read_direct(self, offset: int, buffers: list[memoryview]) -> None:
         """O_DIRECT reads of aligned spans into this thread's bounce buffer, copied out to ``buffers``."""
@@ -389,6 +428,11 @@ def _bounce_buffer() -> mmap.mmap:
     if bounce is None:
         bounce = _thread_buffers.bounce = mmap.mmap(-1, DIRECT_BOUNCE_BYTES)
     return bounce
+
+
+def _address(buffer: memoryview) -> int:
+    """The memory address of a writable buffer's first byte."""
+    return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
 
 
 def _total_from_content_range(value: str | None) -> int:

@@ -14,7 +14,7 @@ from servelab.loader.checkpoint import CheckpointFile, Include, open_checkpoint
 from servelab.loader.plan import Chunk, plan_chunks
 from servelab.loader.progress import Progress, ProgressReporter
 from servelab.loader.retry import RetryPolicy
-from servelab.loader.sinks import CudaSink, HostSink, Sink, resolve_device
+from servelab.loader.sinks import CudaSink, HostSink, Sink, conversion_target, resolve_device
 
 if TYPE_CHECKING:
     import torch
@@ -42,7 +42,9 @@ def stream(
 
     ``uri`` is any fsspec URI of a ``.safetensors`` file or a ``model.safetensors.index.json``.
     Reads are ranged, ``concurrency`` at a time, up to ``chunk_size`` bytes each. ``include`` (names
-    or a predicate) selects tensors; ``dtype`` converts floating-point tensors on arrival; ``progress``
+    or a predicate) selects tensors; ``dtype`` (a float type) converts the plain float tensors
+    (F16, BF16, F32, F64) on arrival, on the GPU when streaming to one, while quantised float8 and
+    float4 tensors and integers keep their types; ``progress``
     is a callback taking a LoadProgress, True for a bar, or None for a bar only in notebooks.
     Every header is validated before any tensor byte is read.
 
@@ -119,7 +121,7 @@ class _Pipeline:
                     if not pending:  # start the next file: allocate, plan, hand out its empty tensors
                         file = files[next_file]
                         sink.prepare(next_file, file.selected)
-                        pending.extend(plan_chunks(file.selected, self._chunk_size, next_file))
+                        pending.extend(plan_chunks(file.selected, sink.read_size, next_file))
                         for index, spec in enumerate(file.selected):
                             if spec.nbytes == 0:
                                 yield self._finish(sink, files, next_file, index, tensors_left, reporter)
@@ -155,8 +157,6 @@ class _Pipeline:
         reporter: ProgressReporter,
     ) -> tuple[str, torch.Tensor]:
         tensor = sink.tensor(file, index)
-        if self._dtype is not None and tensor.dtype != self._dtype and tensor.is_floating_point():
-            tensor = tensor.to(self._dtype)
         tensors_left[file] -= 1
         if tensors_left[file] == 0:
             sink.release(file)
@@ -165,8 +165,8 @@ class _Pipeline:
 
     def _sink(self) -> Sink:
         if self._device.type == "cuda":
-            return CudaSink(self._device, self._chunk_size, self._concurrency)
-        return HostSink()
+            return CudaSink(self._device, self._chunk_size, self._concurrency, self._dtype)
+        return HostSink(self._chunk_size, self._dtype)
 
 
 def _check_arguments(uri: Any, dtype: Any, chunk_size: Any, concurrency: Any, retries: Any) -> None:
@@ -174,8 +174,11 @@ def _check_arguments(uri: Any, dtype: Any, chunk_size: Any, concurrency: Any, re
 
     if not isinstance(uri, str) or not uri:
         raise LoaderError(f"uri={uri!r}: give the checkpoint's URI as a string, e.g. 's3://bucket/model.safetensors'.")
-    if dtype is not None and not isinstance(dtype, torch.dtype):
-        raise LoaderError(f"dtype={dtype!r} is not a torch dtype; pass e.g. torch.bfloat16, or None to keep the file's.")
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or conversion_target(dtype) is None):
+        raise LoaderError(
+            f"dtype={dtype!r}: servelab converts float tensors to torch.float16, bfloat16, float32 or float64; "
+            "pass one of these, or None to keep the file's types."
+        )
     for name, value, least in (("chunk_size", chunk_size, 1), ("concurrency", concurrency, 1), ("retries", retries, 0)):
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise LoaderError(f"{name}={value!r} must be an integer >= {least}.")

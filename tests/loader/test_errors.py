@@ -181,7 +181,8 @@ def test_include_names_that_do_not_exist(uri_for: UriFor) -> None:
         ({"chunk_size": 0}, LoaderError, "chunk_size=0 must be an integer >= 1"),
         ({"concurrency": "4"}, LoaderError, "concurrency='4' must be an integer"),
         ({"retries": -1}, LoaderError, "retries=-1 must be an integer >= 0"),
-        ({"dtype": "bf16"}, LoaderError, "dtype='bf16' is not a torch dtype"),
+        ({"dtype": "bf16"}, LoaderError, "dtype='bf16': servelab converts float tensors to torch.float16, bfloat16"),
+        ({"dtype": torch.int8}, LoaderError, r"dtype=torch.int8: .* pass one of these, or None"),
         ({"device": "tpu"}, DeviceError, "device='tpu'"),
     ],
 )

@@ -7,7 +7,8 @@ import random
 import pytest
 
 from servelab.loader.format import TensorSpec
-from servelab.loader.plan import ALIGNMENT, pack_offsets, plan_chunks
+from servelab.loader.plan import ALIGNMENT, PAGE, pack_offsets, plan_chunks
+from servelab.loader.plan import layout as destination_layout
 
 
 def layout(sizes: list[int], gaps: list[int] | None = None) -> list[TensorSpec]:
@@ -67,3 +68,23 @@ def test_pack_offsets_aligns_every_buffer() -> None:
 def test_rejects_non_positive_chunk_size() -> None:
     with pytest.raises(ValueError, match="chunk_size must be positive"):
         plan_chunks(layout([1]), 0)
+
+
+def test_a_whole_file_is_mirrored_from_a_page_boundary() -> None:
+    specs = layout([10, 0, 5000, 7], gaps=[0, 0, 3, 0])  # starts at file offset 100, a small gap inside
+    plan = destination_layout(specs)
+    assert plan.mirror and plan.base == 0  # the page holding offset 100
+    assert plan.offsets == (100, 0, 113, 5113) and plan.size == 5120
+    for chunk in plan_chunks(specs, 1000):
+        start, end = plan.span(chunk)
+        assert (start, end) == (chunk.offset - plan.base, chunk.offset - plan.base + chunk.length)
+        assert (start - chunk.offset) % PAGE == 0  # congruent to the file: O_DIRECT can land in place
+
+
+def test_a_sparse_selection_is_packed() -> None:
+    specs = layout([100, 100_000, 100])
+    plan = destination_layout([specs[0], specs[2]])  # the large tensor in between is not wanted
+    assert not plan.mirror and plan.base is None
+    assert plan.offsets == (0, 128) and plan.size == 228
+    with pytest.raises(AssertionError):
+        plan.span(plan_chunks([specs[0]], 1000)[0])
