@@ -67,7 +67,11 @@ class ServelabMagics(Magics):
     """servelab's magics; loaded by ``%load_ext servelab``."""
 
     nodes = Integer(3, help="Worker nodes of an embedded cluster (%servelab up)").tag(config=True)
-    gpus_per_node = Float(2.0, help="Logical GPUs per worker of an embedded cluster").tag(config=True)
+    gpus_per_node = Float(
+        None,
+        allow_none=True,
+        help="GPUs per worker of an embedded cluster (default: the machine's split evenly; 2 logical without GPUs)",
+    ).tag(config=True)
     cpus_per_node = Float(1.0, help="CPUs per worker of an embedded cluster").tag(config=True)
     view_interval_s = Float(2.0, help="Seconds between ClusterView refreshes").tag(config=True)
     probe_requests = Bool(True, help="Send requests to every deployment while %compact runs").tag(config=True)
@@ -81,13 +85,17 @@ class ServelabMagics(Magics):
         "address", nargs="?", help="connect: 'host:6379' or 'ray://host:10001' (default: the cluster found on this machine)"
     )
     @argument("--nodes", type=int, help="up: worker nodes (default 3)")
-    @argument("--gpus-per-node", type=float, help="up: logical GPUs per worker (default 2)")
+    @argument(
+        "--gpus-per-node",
+        type=float,
+        help="up: GPUs per worker (default: the machine's GPUs split evenly; 2 logical without GPUs)",
+    )
     @argument("--cpus-per-node", type=float, help="up: CPUs per worker (default 1)")
     @argument("--http-port", type=int, help="up: Serve's HTTP port on 127.0.0.1 (default 8000, or a free one)")
     def servelab(self, line: str) -> Any:
         """Start, attach to, show or stop the cluster.
 
-        %servelab up [--nodes 3] [--gpus-per-node 2] [--cpus-per-node 1]   an embedded cluster
+        %servelab up [--nodes 3] [--gpus-per-node N] [--cpus-per-node 1]   an embedded cluster
         %servelab connect [ADDRESS]   an existing cluster (default: the one another kernel started)
         %servelab status              nodes, deployments, fragmentation
         %servelab view                the live ClusterView widget
@@ -104,9 +112,10 @@ class ServelabMagics(Magics):
             cpus = self.cpus_per_node if args.cpus_per_node is None else args.cpus_per_node
             started = time.monotonic()
             with Line() as progress:
-                progress.show(f"starting an embedded cluster: {nodes} worker(s) of {cpus:g} CPU, {gpus:g} GPU ...")
+                each = f"{cpus:g} CPU" + ("" if gpus is None else f", {gpus:g} GPU")
+                progress.show(f"starting an embedded cluster: {nodes} worker(s) of {each} ...")
                 address = serving.up(nodes=nodes, cpus_per_node=cpus, gpus_per_node=gpus, http_port=args.http_port)
-            print(f"cluster up at {address} in {time.monotonic() - started:.1f} s")
+            print(f"cluster up at {address} in {time.monotonic() - started:.1f} s; {serving.gpu_mode()}")
             return serving.snapshot()
         if args.action == "connect":
             address = serving.connect(args.address)

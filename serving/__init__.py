@@ -12,7 +12,7 @@
 
 from servelab.serving.autocompact import AutoPolicy, AutoStatus, autocompact, autocompact_status
 from servelab.serving.budget import Budget
-from servelab.serving.cluster import add_node, connect, down, remove_node, up
+from servelab.serving.cluster import add_node, connect, down, gpu_mode, remove_node, up
 from servelab.serving.context import NodeType
 from servelab.serving.deployments import (
     DeployProgress,
@@ -79,6 +79,7 @@ __all__ = [
     "find",
     "find_clusters",
     "fragmentation",
+    "gpu_mode",
     "handle",
     "plan",
     "projected",

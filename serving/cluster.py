@@ -1,7 +1,7 @@
 """The cluster servelab works on: an embedded multi-node Ray cluster on this machine, or any Ray cluster.
 
-``up()`` starts one raylet per node (logical GPUs where the machine has none) and Serve with pack
-scheduling, in this process, which owns the cluster; ``connect()`` attaches to a running one (by
+``up()`` starts one raylet per node and Serve with pack scheduling; on a machine with GPUs each
+raylet gets a disjoint slice of them (``gpus.plan_gpus``), elsewhere the GPUs are logical and say so, in this process, which owns the cluster; ``connect()`` attaches to a running one (by
 address, ``RAY_ADDRESS`` or a discovery record); ``down()`` stops only what ``up()`` started.
 Both write a discovery record so other kernels and the Jupyter server can find the cluster.
 Adding and removing nodes of the embedded cluster stands in for an autoscaler; on a real cluster
@@ -11,13 +11,14 @@ servelab never removes nodes, it leaves idle ones to the autoscaler.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import socket
 from typing import Any
 
 from servelab.errors import ClusterError
-from servelab.serving import context, discovery, ray_adapter
+from servelab.serving import context, discovery, gpus, ray_adapter
 from servelab.serving.context import NodeType, Session
 
 log = logging.getLogger("servelab.serving")
@@ -30,7 +31,7 @@ NODE_START_TIMEOUT_S = 120.0
 def up(
     nodes: int = 3,
     cpus_per_node: float = 1,
-    gpus_per_node: float = 2,
+    gpus_per_node: float | None = None,
     memory_per_node: int | None = None,
     node_types: dict[str, dict[str, Any]] | None = None,
     http_port: int | None = None,
@@ -39,7 +40,10 @@ def up(
     """Start the embedded cluster: a head plus ``nodes`` workers (or ``node_types`` counts), and Serve.
 
     ``node_types`` maps a name to ``{"count": n, "cpus": .., "gpus": .., "memory": .., "labels": {..},
-    "cost_per_hour": ..}``. GPUs are logical where the machine has none. Serve's HTTP proxy listens
+    "cost_per_hour": ..}``. ``gpus_per_node`` defaults to this machine's GPUs split evenly over the
+    nodes (2 logical ones where it has none). Each raylet gets physical GPUs of its own; where the
+    machine has none, or fewer than asked for, the GPUs are logical: replicas get no CUDA device, and
+    ``gpu_mode()`` and every view say so. Serve's HTTP proxy listens
     on 127.0.0.1:``http_port`` (default 8000, or a free port when 8000 is taken). Ray Serve's own
     node compaction is off, so that one compactor (servelab's) moves replicas, unless
     ``ray_compaction_delay_s`` turns it on with that delay. Returns the address.
@@ -47,7 +51,14 @@ def up(
     >>> up(nodes=3, gpus_per_node=2)
     '127.0.0.1:6379'
     """
+    machine = gpus.visible_gpus()
+    if gpus_per_node is None:
+        gpus_per_node = gpus.default_gpus_per_node(nodes if isinstance(nodes, int) else 1, len(machine))
     types, counts = _node_plan(nodes, cpus_per_node, gpus_per_node, memory_per_node, node_types)
+    order = [name for name, count in counts.items() for _ in range(count)]
+    gpu_plan = gpus.plan_gpus([types[name].gpus for name in order], machine)
+    if gpu_plan.logical and any(types[name].gpus for name in order):
+        log.warning("%s", gpu_plan.describe())
     http_port = _serve_port(http_port)
     with context.lock:
         _refuse_second_session()
@@ -63,9 +74,9 @@ def up(
         except BaseException:
             ray_adapter.restore_auth(auth_env)
             raise
-        session = Session(cluster.address, cluster, types, auth_env=auth_env)
+        session = Session(cluster.address, cluster, types, auth_env=auth_env, gpu_plan=gpu_plan, machine_gpus=tuple(machine))
         try:
-            started = [_add_worker(session, name) for name, count in counts.items() for _ in range(count)]
+            started = [_add_worker(session, name, gpu_plan.devices[i]) for i, name in enumerate(order)]
             _wait_for_workers(session, started)
             ray_adapter.init(cluster.address)
             ray_adapter.start_serve(http_port)
@@ -163,7 +174,7 @@ def add_node(node_type: str | None = None) -> str:
     name = node_type or next(iter(session.node_types))
     if name not in session.node_types:
         raise ClusterError(f"unknown node type {name!r}; this cluster has {sorted(session.node_types)}.")
-    node_id = _add_worker(session, name)
+    node_id = _add_worker(session, name, _free_gpus(session, session.node_types[name].gpus))
     _wait_for_workers(session, [node_id])
     return node_id
 
@@ -177,19 +188,51 @@ def remove_node(node_id: str) -> None:
     if node is None:
         raise ClusterError(f"{node_id!r} is not a worker of the embedded cluster.")
     ray_adapter.remove_worker(session.embedded, node)
+    session.gpu_devices.pop(node_id, None)
+
+
+def gpu_mode() -> str:
+    """How this cluster's GPUs map to the machine's, in one line: physical (which GPUs each raylet
+    has) or logical (replicas get no CUDA device, and why). Empty for a cluster servelab did not start.
+
+    >>> gpu_mode()
+    'physical GPUs: 2 of 2 given to 2 raylet(s)'
+    """
+    plan = context.current().gpu_plan
+    return "" if plan is None else plan.describe()
 
 
 def node_type_of(labels: dict[str, str]) -> str | None:
     return labels.get(NODE_TYPE_LABEL)
 
 
-def _add_worker(session: Session, name: str) -> str:
+def _add_worker(session: Session, name: str, devices: tuple[int, ...]) -> str:
     spec = session.node_types[name]
+    plan = session.gpu_plan
+    assert plan is not None, "only up() starts workers, and it plans their GPUs"
+    environment = plan.environment_for(devices)
     node_id, node = ray_adapter.add_worker(
-        session.embedded, spec.cpus, spec.gpus, spec.memory, {**spec.labels, NODE_TYPE_LABEL: name}
+        session.embedded, spec.cpus, spec.gpus, spec.memory, {**spec.labels, NODE_TYPE_LABEL: name}, environment
     )
     session.workers[node_id] = node
+    if devices:
+        session.gpu_devices[str(node_id)] = devices
     return str(node_id)
+
+
+def _free_gpus(session: Session, wanted: float) -> tuple[int, ...]:
+    """Physical GPUs no raylet holds, enough for a node of ``wanted`` GPUs (none in logical mode)."""
+    plan = session.gpu_plan
+    if plan is None or plan.logical or not wanted:
+        return ()
+    held = {index for devices in session.gpu_devices.values() for index in devices}
+    free = [index for index in session.machine_gpus if index not in held]
+    if len(free) < math.ceil(wanted):
+        raise ClusterError(
+            f"a node of {wanted:g} GPU(s) needs {math.ceil(wanted)} free physical GPU(s); {len(free)} of this machine's "
+            f"{len(session.machine_gpus)} are free. Remove a node first, or add one with fewer GPUs."
+        )
+    return tuple(free[: math.ceil(wanted)])
 
 
 def _wait_for_workers(session: Session, node_ids: list[str]) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from servelab.errors import ClusterError
+from servelab.serving.gpus import GpuPlan
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,9 @@ class Session:
     record: Path | None = None
     started_at: float = field(default_factory=time.time)
     auth_env: dict[str, str | None] | None = None  # what use_token() replaced: put back by down()
+    gpu_plan: GpuPlan | None = None  # how up() gave the machine's GPUs to raylets; None for a cluster it did not start
+    machine_gpus: tuple[int, ...] = ()  # the physical GPUs up() could hand out
+    gpu_devices: dict[str, tuple[int, ...]] = field(default_factory=dict)  # worker node id -> its physical GPUs
 
     @property
     def owner(self) -> bool:

@@ -157,18 +157,22 @@ def start_embedded(compaction_delay_s: float | None = None) -> Any:
     return Cluster(initialize_head=True, head_node_args=head)
 
 
-def add_worker(cluster: Any, cpus: float, gpus: float, memory: int | None, labels: dict[str, str]) -> tuple[str, Any]:
+def add_worker(
+    cluster: Any, cpus: float, gpus: float, memory: int | None, labels: dict[str, str], environment: dict[str, str]
+) -> tuple[str, Any]:
     """Start one worker raylet; returns its node id and the handle remove_worker() takes.
 
     Its object store is sized for checkpoints (``cluster_utils`` gives 150 MiB: a larger object goes
     to fallback files on disk, which made peer-cache reads 2.5x slower); shared memory is only
-    taken as objects arrive."""
+    taken as objects arrive. ``environment`` is added to the raylet's, which its workers inherit:
+    its ``CUDA_VISIBLE_DEVICES`` is how Ray maps a worker's GPU slots to physical GPUs."""
     args: dict[str, Any] = {
         "num_cpus": cpus,
         "num_gpus": gpus,
         "labels": labels,
         "node_ip_address": LOOPBACK,
         "object_store_memory": WORKER_OBJECT_STORE,
+        "env_vars": environment,
     }
     if memory is not None:
         args["memory"] = memory
@@ -378,6 +382,7 @@ def parse_serve_details(details: dict[str, Any], groups: dict[str, dict[str, flo
                     max_replicas_per_node=config.get("max_replicas_per_node"),
                     started_at=replica.get("start_time_s"),
                     actor_name=replica.get("actor_name"),
+                    pid=replica.get("pid"),
                 )
                 for replica in raw.get("replicas") or []
             ]
@@ -617,6 +622,15 @@ def replica_identity() -> tuple[str, str, str] | None:
         return None
     replica_id = context.replica_id
     return context.app_name, replica_id.deployment_id.name, replica_id.unique_id
+
+
+def reserved_gpus() -> float:
+    """GPUs Ray reserved for the calling task or actor (a fraction for a fractional request); 0 outside Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        return 0.0
+    return float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
 
 
 def current_node_id() -> str:

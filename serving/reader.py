@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from servelab.serving import context, ray_adapter
+from servelab.serving import context, gpu_metrics, ray_adapter
 from servelab.serving.cluster import node_type_of
+from servelab.serving.gpu_metrics import GpuReading
 from servelab.serving.multiplex import counts_by_replica
 from servelab.serving.snapshot import CacheEntry, Node, Snapshot
 from servelab.serving.weight_cache import weight_cache
@@ -71,7 +72,20 @@ def _read(detailed: bool) -> Snapshot:
         counts = counts_by_replica()
         replicas = tuple(replace(r, models=counts[r.id]) if r.id in counts else r for r in serve.replicas)
         cached = tuple(weight_cache())
-    return Snapshot(tuple(nodes), replicas, taken_at=time.time(), deployments=serve.deployments, weight_cache=cached)
+    plan = session.gpu_plan
+    readings: tuple[GpuReading, ...] = ()
+    if detailed and plan is not None and session.gpu_devices:
+        owners = {index: node_id for node_id, devices in session.gpu_devices.items() for index in devices}
+        readings = gpu_metrics.read(sorted(owners), owners)
+    return Snapshot(
+        tuple(nodes),
+        replicas,
+        taken_at=time.time(),
+        deployments=serve.deployments,
+        weight_cache=cached,
+        gpu_mode="" if plan is None else plan.mode,
+        gpus=readings,
+    )
 
 
 def _drained_by(node_id: str, draining: set[str], ours: set[str], migrating: set[str | None]) -> str | None:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from servelab.errors import LoaderError
-from servelab.serving import ray_adapter, weight_cache
+from servelab.serving import gpus, ray_adapter, weight_cache
 
 TIMELINE = "weights"  # the kind of the replicas' timeline reports in the cluster's key-value store
 PEER_TIMEOUT_S = 120.0
@@ -86,7 +86,7 @@ def _weights(uri: str, options: dict[str, Any], peer_cache: bool) -> tuple[dict[
     from servelab.loader import load
     from servelab.loader.sinks import resolve_device
 
-    device = resolve_device(options.get("device", "auto"))
+    device = resolve_device(gpus.replica_device(options.get("device", "auto"), ray_adapter.reserved_gpus()))
     started = time.time()
     directory = weight_cache.directory() if peer_cache else None
     if directory is None:

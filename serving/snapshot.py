@@ -12,6 +12,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from servelab.serving.gpu_metrics import GpuProcess, GpuReading
+
 # Default price list for nodes without an explicit cost: roughly on-demand cloud prices per hour.
 DEFAULT_PRICES = {"GPU": 2.0, "CPU": 0.04, "memory": 0.005 / 2**30}
 
@@ -102,6 +104,7 @@ class Replica:
     started_at: float | None = None  # when Serve created it (epoch seconds)
     actor_name: str | None = None
     models: tuple[ModelCount, ...] = ()  # multiplexed deployments: per-model counts, as the replica last reported them
+    pid: int | None = None  # its process: matched against NVML's per-process GPU memory
 
     @property
     def key(self) -> tuple[str, str]:
@@ -157,6 +160,8 @@ class Snapshot:
     taken_at: float = field(default_factory=time.time)
     deployments: tuple[DeploymentInfo, ...] = ()
     weight_cache: tuple[CacheEntry, ...] = ()
+    gpu_mode: str = ""  # "physical" or "logical" for a cluster up() started; "" where unknown
+    gpus: tuple[GpuReading, ...] = ()  # NVML's readings of the physical GPUs the raylets hold (physical mode)
 
     def node(self, node_id: str) -> Node:
         for node in self.nodes:
@@ -170,6 +175,17 @@ class Snapshot:
     def cached_on(self, node_id: str) -> int:
         """Bytes of checkpoints the peer weight cache holds in ``node_id``'s object store."""
         return sum(e.nbytes for e in self.weight_cache if e.node == node_id)
+
+    def gpus_on(self, node_id: str) -> list[GpuReading]:
+        """The physical GPUs ``node_id``'s raylet was given, as NVML last read them."""
+        return [g for g in self.gpus if g.node_id == node_id]
+
+    def gpu_memory_of(self, replica: Replica) -> int | None:
+        """Bytes of GPU memory the replica's process holds (NVML); None where that cannot be read."""
+        if replica.pid is None or not self.gpus:
+            return None
+        held = [p.memory for g in self.gpus for p in g.processes if p.pid == replica.pid]
+        return sum(held) if held or any(g.processes for g in self.gpus) else None
 
     @property
     def unplaced(self) -> list[Replica]:
@@ -239,6 +255,11 @@ class Snapshot:
             taken_at=data.get("taken_at", 0.0),
             deployments=tuple(DeploymentInfo(**d) for d in data.get("deployments", ())),
             weight_cache=tuple(CacheEntry(**e) for e in data.get("weight_cache", ())),
+            gpu_mode=data.get("gpu_mode", ""),
+            gpus=tuple(
+                GpuReading(**{**g, "processes": tuple(GpuProcess(**p) for p in g.get("processes", ()))})
+                for g in data.get("gpus", ())
+            ),
         )
 
     @classmethod

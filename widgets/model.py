@@ -8,10 +8,12 @@ different sizes line up.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from servelab.loader.progress import format_bytes
 from servelab.serving.fragmentation import Fragmentation, fragmentation, stranded_by_node
+from servelab.serving.gpus import LOGICAL, LOGICAL_NOTE
 from servelab.serving.replica_weights import ReplicaTimeline
 from servelab.serving.snapshot import ModelCount, Node, Snapshot
 
@@ -42,6 +44,7 @@ class Header:
     stranded_gpus: float
     draining: int
     gone: int
+    gpus: str = ""  # what the GPUs really are: the logical note, or NVML's physical figures
 
     @classmethod
     def of(cls, snapshot: Snapshot, gone: int = 0) -> Header:
@@ -55,7 +58,27 @@ class Header:
             stranded_gpus=frag.stranded.get("GPU", 0.0),
             draining=sum(1 for n in snapshot.nodes if n.draining),
             gone=gone,
+            gpus=gpu_line(snapshot),
         )
+
+
+def gpu_line(snapshot: Snapshot) -> str:
+    """Physical GPU truth beside Ray's reservations: the logical note, or model, memory and utilisation.
+
+    >>> gpu_line(snapshot)
+    '2 x NVIDIA H200 (physical): 3.1 GB of 287 GB used, 4% busy'
+    """
+    if snapshot.gpu_mode == LOGICAL:
+        return LOGICAL_NOTE
+    if not snapshot.gpus:
+        return ""
+    models = Counter(g.name for g in snapshot.gpus)
+    used = sum(g.memory_used for g in snapshot.gpus)
+    total = sum(g.memory_total for g in snapshot.gpus)
+    busy = [g.utilization for g in snapshot.gpus if g.utilization is not None]
+    line = ", ".join(f"{count} x {name}" for name, count in sorted(models.items()))
+    line += f" (physical): {format_bytes(used)} of {format_bytes(total)} used"
+    return line + (f", {sum(busy) / len(busy):.0f}% busy" if busy else "")
 
 
 def node_label(node: Node) -> str:

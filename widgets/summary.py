@@ -29,6 +29,8 @@ def header_text(header: Header) -> str:
         line += f", {header.draining} draining"
     if header.gone:
         line += f", {header.gone} gone since opened"
+    if header.gpus:
+        line += f"; {header.gpus}"
     return line
 
 
@@ -44,6 +46,8 @@ def header_html(header: Header) -> str:
         parts.append(f"{header.draining} draining")
     if header.gone:
         parts.append(f"{header.gone} gone since opened")
+    if header.gpus:
+        parts.append(f"<i>{escape(header.gpus)}</i>")
     return " &middot; ".join(parts)
 
 
@@ -59,6 +63,8 @@ def snapshot_text(snapshot: Snapshot) -> str:
         lines.append(f"  deployment {d.app}/{d.name}: {d.status} {d.running_replicas}/{d.target_replicas} running")
     for uri, size, where, reads in _cache_rows(snapshot):
         lines.append(f"  cached weights {uri}: {size} on {where}, read {reads} time(s) from the cache")
+    for index, name, where, memory, busy, holders in _gpu_rows(snapshot):
+        lines.append(f"  GPU {index} {name} on {where}: {memory} used, {busy} busy; {holders}")
     return "\n".join(lines)
 
 
@@ -83,6 +89,11 @@ def snapshot_html(snapshot: Snapshot) -> str:
         + _table(["node", "total", "free", "replicas"], nodes)
         + (_table(["deployment", "status", "running", "per replica"], deployments) if deployments else "<i>no deployments</i>")
         + (_table(["cached weights", "size", "held on", "reads"], _cache_rows(snapshot)) if snapshot.weight_cache else "")
+        + (
+            _table(["GPU", "model", "raylet", "memory used", "busy", "replicas' memory"], _gpu_rows(snapshot))
+            if snapshot.gpus
+            else ""
+        )
         + "</div>"
     )
 
@@ -90,6 +101,25 @@ def snapshot_html(snapshot: Snapshot) -> str:
 def _cache_rows(snapshot: Snapshot) -> list[list[str]]:
     """The peer weight cache's checkpoints: URI, size, the node holding them, reads from the cache."""
     return [[e.uri, format_bytes(e.nbytes), label_of(snapshot, e.node), str(e.reads)] for e in snapshot.weight_cache]
+
+
+def _gpu_rows(snapshot: Snapshot) -> list[list[str]]:
+    """Each physical GPU (NVML): index, model, its raylet, memory, utilisation, and the replicas holding memory on it."""
+    rows = []
+    for gpu in snapshot.gpus:
+        pids = {p.pid: p.memory for p in gpu.processes}
+        held = [f"{r.deployment} {format_bytes(pids[r.pid])}" for r in snapshot.replicas if r.pid in pids]
+        rows.append(
+            [
+                str(gpu.index),
+                gpu.name,
+                label_of(snapshot, gpu.node_id) if gpu.node_id else "-",
+                f"{format_bytes(gpu.memory_used)} of {format_bytes(gpu.memory_total)}",
+                "-" if gpu.utilization is None else f"{gpu.utilization:.0f}%",
+                ", ".join(held) or ("no replica" if gpu.processes else "per-process figures not readable here"),
+            ]
+        )
+    return rows
 
 
 def plan_text(plan: Plan) -> str:

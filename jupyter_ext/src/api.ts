@@ -69,6 +69,8 @@ export interface ClusterModel {
     cost_per_hour: number;
     stranded_gpus: number;
     draining: number;
+    gone: number;
+    gpus: string; // the logical-GPU note, or NVML's physical figures; empty where neither applies
   };
   resources: string[];
   holders: string[];

@@ -161,6 +161,7 @@ export class ServelabSidebar extends Widget {
         figure('$ / hour', head.cost_per_hour.toFixed(2), 'servelab-cost', 'what the cluster\'s nodes cost per hour')
       ),
       head.draining ? h('div', { class: 'servelab-Message servelab-Draining' }, drainingLine(model.nodes)) : null,
+      head.gpus ? h('div', { class: 'servelab-Message servelab-Gpus', title: 'what the GPUs really are, beside Ray\'s reservations' }, head.gpus) : null,
       model.autocompact ? drawAuto(model.autocompact) : null
     );
     const palette = colours(model.holders);

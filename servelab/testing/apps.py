@@ -19,14 +19,21 @@ class WeightsSummary:
     """Holds the streamed state dict; answers with what it received and how long streaming took."""
 
     def __init__(self, weights: dict[str, Any]) -> None:
+        import os
+
         self.names = sorted(weights)
         self.checksum = float(sum(float(t.double().sum()) for t in weights.values()))
+        self.devices = sorted({str(t.device) for t in weights.values()})
+        self.cuda_visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
+        self.weights = weights  # held, as a model would: its GPU memory shows in NVML's per-process figures
 
     async def __call__(self, request: Any = None) -> dict[str, Any]:
         return {
             "tensors": len(self.names),
             "checksum": self.checksum,
             "load_s": getattr(self, "servelab_weights_load_s", None),
+            "devices": self.devices,
+            "cuda_visible_devices": self.cuda_visible_devices,
         }
 
 

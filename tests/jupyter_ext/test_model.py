@@ -128,3 +128,16 @@ def test_the_model_says_what_the_weight_cache_holds_on_each_node() -> None:
         ("s3://m/c.safetensors", 1, "a-node-t"),
     ]
     assert Snapshot.from_json(snap.to_json()) == snap  # the cache travels with a snapshot
+
+
+def test_cluster_model_says_what_the_gpus_really_are() -> None:
+    from servelab.serving.gpu_metrics import GpuReading
+    from servelab.serving.gpus import LOGICAL, LOGICAL_NOTE, PHYSICAL
+
+    snap = fragmented_cluster(4, seed=2)
+    assert cluster_model(snap, "a:1")["header"]["gpus"] == ""  # a cluster servelab did not start: no claim either way
+    logical = cluster_model(replace(snap, gpu_mode=LOGICAL), "a:1")
+    assert logical["header"]["gpus"] == LOGICAL_NOTE
+    reading = GpuReading(0, "NVIDIA H200", 2 << 30, 141 << 30, 12.0, snap.nodes[1].id)
+    physical = cluster_model(replace(snap, gpu_mode=PHYSICAL, gpus=(reading,)), "a:1")
+    assert physical["header"]["gpus"].startswith("1 x NVIDIA H200 (physical): 2.15 GB of 151 GB used, 12% busy")

@@ -13,8 +13,10 @@ from safetensors.torch import load_file, save_file
 from servelab import serving
 from servelab.errors import ClusterError, CompactionError, DeploymentError, StalePlanError
 from servelab.serving import Snapshot, ray_adapter
+from servelab.serving.gpus import LOGICAL, LOGICAL_NOTE
 from servelab.testing import NginxServer
 from servelab.testing.apps import Echo, Pipeline, WeightsSummary
+from servelab.widgets.model import Header
 
 from .conftest import WORKERS, reset
 
@@ -151,6 +153,11 @@ def test_replicas_stream_their_weights_from_http(cluster: str, served_dir: Path,
     assert answer["tensors"] == 2
     assert answer["checksum"] == float(sum(float(t.double().sum()) for t in expected.values()))
     assert answer["load_s"] is not None and answer["load_s"] > 0
+    if not torch.cuda.is_available():  # logical GPUs, labelled as such; the replicas run on the CPU and say so
+        assert serving.gpu_mode().startswith(LOGICAL_NOTE) and "this machine has no GPU" in serving.gpu_mode()
+        snapshot = serving.snapshot()
+        assert snapshot.gpu_mode == LOGICAL and Header.of(snapshot).gpus == LOGICAL_NOTE
+        assert answer["devices"] == ["cpu"] and answer["cuda_visible_devices"] == ""
 
 
 def test_composition_through_a_handle(cluster: str) -> None:
