@@ -67,6 +67,9 @@ class Plan:
     method: str
     optimal: bool
     planning_s: float
+    # Replica id -> why its real GPU memory (NVML) may not fit where it moves: planning counts Ray's
+    # reservations, which say nothing of memory; empty where no readings exist.
+    memory_warnings: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -622,7 +625,40 @@ def _result(
         method=method,
         optimal=optimal or (objective == "nodes" and after == bound),  # reaching the bound proves it
         planning_s=planning_s,
+        memory_warnings=gpu_memory_warnings(snapshot, moves),
     )
+
+
+def gpu_memory_warnings(snapshot: Snapshot, moves: Iterable[Move]) -> dict[str, str]:
+    """Moves whose replica holds more GPU memory (NVML) than its target node's GPUs have free.
+
+    A replica needs its memory on one GPU, and replicas moving to one node share what is free
+    there. Where memory cannot be read (logical GPUs, remote clusters) nothing is flagged.
+
+    >>> gpu_memory_warnings(snap, plan(snap).moves)
+    {'r7': 'holds 30 GB of GPU memory; the GPUs of worker 3f2a1c9e have 12 GB free (largest 12 GB)'}
+    """
+    from servelab.loader.progress import format_bytes
+
+    by_id = {r.id: r for r in snapshot.replicas}
+    arriving: dict[str, int] = defaultdict(int)
+    warnings = {}
+    for move in moves:
+        replica = by_id.get(move.replica)
+        held = snapshot.gpu_memory_of(replica) if replica is not None else None
+        gpus = snapshot.gpus_on(move.target)
+        if not held or not gpus:
+            continue
+        arriving[move.target] += held
+        free = [g.memory_total - g.memory_used for g in gpus]
+        if held > max(free) or arriving[move.target] > sum(free):
+            node = snapshot.node(move.target)
+            warnings[move.replica] = (
+                f"holds {format_bytes(held)} of GPU memory; the GPUs of {node.type} {node.id[:8]} have "
+                f"{format_bytes(sum(free))} free (largest {format_bytes(max(free))}), {format_bytes(arriving[move.target])} "
+                "arriving: it may not fit (Ray reserves GPUs, not their memory)"
+            )
+    return warnings
 
 
 def projected(snapshot: Snapshot, plan: Plan) -> Snapshot:

@@ -131,6 +131,7 @@ def plan_text(plan: Plan) -> str:
     ]
     lines += [f"  move {m.app}/{m.deployment} {m.replica[:8]}: {m.source[:8]} -> {m.target[:8]}" for m in plan.moves]
     lines += [f"  {node[:8]} stays: {reason}" for node, reason in plan.blocked.items()]
+    lines += [f"  GPU memory: {replica[:8]} {reason}" for replica, reason in plan.memory_warnings.items()]
     return "\n".join(lines)
 
 
@@ -144,6 +145,11 @@ def plan_html(plan: Plan) -> str:
         f"<b>${plan.freed_cost_per_hour:.2f}/h</b> for {len(plan.moves)} move(s) ({escape(_per_move(plan))})"
         + (_table(["deployment", "replica", "from", "to"], moves) if moves else "<br><i>no moves</i>")
         + (_table(["node that stays", "why"], stays) if stays else "")
+        + (
+            _table(["replica", "GPU memory"], [[r[:8], w] for r, w in plan.memory_warnings.items()])
+            if plan.memory_warnings
+            else ""
+        )
         + "</div>"
     )
 

@@ -130,3 +130,30 @@ def test_views_say_nothing_of_gpus_they_cannot_read() -> None:
     snapshot = _snapshot(PHYSICAL)
     assert gpu_line(snapshot) == ""
     assert snapshot.gpu_memory_of(snapshot.replicas[0]) is None
+
+
+def test_a_move_whose_gpu_memory_would_not_fit_is_flagged() -> None:
+    from servelab.serving.planner import Move, gpu_memory_warnings
+
+    a, b = "a" * 56, "b" * 56
+    nodes = (Node(a, "gpu1", {"GPU": 1}, {"GPU": 0.5}), Node(b, "gpu1", {"GPU": 1}, {"GPU": 0.5}))
+    replicas = (
+        Replica("big", "llm", "default", a, {"GPU": 0.5}, pid=10),
+        Replica("small", "embed", "default", a, {"GPU": 0.5}, pid=11),
+    )
+    gb = 1_000_000_000
+    on_a = GpuReading(0, "NVIDIA H200", 40 * gb, 141 * gb, 0.0, a, (GpuProcess(10, 30 * gb), GpuProcess(11, 2 * gb)))
+
+    def warnings(free_on_b: int) -> dict[str, str]:
+        on_b = GpuReading(1, "NVIDIA H200", 141 * gb - free_on_b, 141 * gb, 0.0, b, ())
+        snapshot = Snapshot(nodes, replicas, gpu_mode=PHYSICAL, gpus=(on_a, on_b))
+        moves = [Move("big", "llm", "default", a, b), Move("small", "embed", "default", a, b)]
+        return gpu_memory_warnings(snapshot, moves)
+
+    assert warnings(free_on_b=100 * gb) == {}  # Ray's reservations and the real memory agree
+    flagged = warnings(free_on_b=10 * gb)
+    assert list(flagged) == ["big", "small"]  # the small one fits alone, not after the big one arrived
+    assert flagged["big"].startswith("holds 30 GB of GPU memory; the GPUs of gpu1 bbbbbbbb have 10 GB free")
+    assert warnings(free_on_b=31 * gb).keys() == {"small"}
+    snapshot = Snapshot(nodes, replicas, gpu_mode=LOGICAL)  # nothing to read: nothing flagged
+    assert gpu_memory_warnings(snapshot, [Move("big", "llm", "default", a, b)]) == {}
