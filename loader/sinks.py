@@ -196,14 +196,24 @@ class CudaSink:
         """One device buffer for every tensor ``dtype`` converts, so conversion allocates once per file."""
         import torch
 
-        if self._dtype is None or not any(converts(spec, self._dtype) for spec in specs):
+        planned = conversion_layout(specs, self._dtype)
+        if planned is None:
             return None
-        code = _safetensors_code(self._dtype)
-        width = _torch_dtype(code)[1]
-        targets = [_retyped(spec, code, width) if converts(spec, self._dtype) else spec for spec in specs]
-        offsets, total = pack_offsets([spec.nbytes if converts(spec, self._dtype) else 0 for spec in targets])
-        plan = Layout(tuple(offsets), total, None)
-        return Slab(torch.empty(total, dtype=torch.uint8, device=self._device), plan, targets)
+        plan, targets = planned
+        return Slab(torch.empty(plan.size, dtype=torch.uint8, device=self._device), plan, targets)
+
+
+def conversion_layout(specs: Sequence[TensorSpec], dtype: torch.dtype | None) -> tuple[Layout, list[TensorSpec]] | None:
+    """Where each tensor ``dtype`` converts goes in one packed buffer, and its converted spec; None
+    when nothing converts. Tensors that keep their type get no room (their spec is unchanged)."""
+    if dtype is None or not any(converts(spec, dtype) for spec in specs):
+        return None
+    code = _safetensors_code(dtype)
+    width = _torch_dtype(code)[1]
+    wanted = [converts(spec, dtype) for spec in specs]
+    targets = [_retyped(spec, code, width) if convert else spec for spec, convert in zip(specs, wanted, strict=True)]
+    offsets, total = pack_offsets([target.nbytes if convert else 0 for target, convert in zip(targets, wanted, strict=True)])
+    return Layout(tuple(offsets), total, None), targets
 
 
 def converts(spec: TensorSpec, dtype: torch.dtype | None) -> bool:
