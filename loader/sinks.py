@@ -141,7 +141,7 @@ class CudaSink:
         self._dtype = dtype
         self._stream = torch.cuda.Stream(device=device)
         slot = max(chunk_size, 2 * PAGE)
-        self.read_size = slot - PAGE
+        self.read_size = min(chunk_size, slot - PAGE)
         block = torch.empty(buffers * slot, dtype=torch.uint8, pin_memory=True)
         if block.data_ptr() % PAGE:  # not seen: CUDA's pinned allocations start on a page
             block = torch.empty(buffers * slot + PAGE, dtype=torch.uint8, pin_memory=True)
