@@ -1,7 +1,8 @@
 """The cluster servelab works on: an embedded multi-node Ray cluster on this machine, or any Ray cluster.
 
-``up()`` starts one raylet per node and Serve with pack scheduling; on a machine with GPUs each
-raylet gets a disjoint slice of them (``gpus.plan_gpus``), elsewhere the GPUs are logical and say so, in this process, which owns the cluster; ``connect()`` attaches to a running one (by
+``up()`` starts one raylet per node and Serve with pack scheduling, in this process, which owns the
+cluster; each raylet gets GPUs of its own where the machine has them, else the GPUs are logical
+and say so (``serving.gpus``). ``connect()`` attaches to a running one (by
 address, ``RAY_ADDRESS`` or a discovery record); ``down()`` stops only what ``up()`` started.
 Both write a discovery record so other kernels and the Jupyter server can find the cluster.
 Adding and removing nodes of the embedded cluster stands in for an autoscaler; on a real cluster
@@ -11,7 +12,6 @@ servelab never removes nodes, it leaves idle ones to the autoscaler.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import secrets
 import socket
@@ -223,16 +223,17 @@ def _add_worker(session: Session, name: str, devices: tuple[int, ...]) -> str:
 def _free_gpus(session: Session, wanted: float) -> tuple[int, ...]:
     """Physical GPUs no raylet holds, enough for a node of ``wanted`` GPUs (none in logical mode)."""
     plan = session.gpu_plan
-    if plan is None or plan.logical or not wanted:
+    if plan is None or plan.logical:
         return ()
     held = {index for devices in session.gpu_devices.values() for index in devices}
     free = [index for index in session.machine_gpus if index not in held]
-    if len(free) < math.ceil(wanted):
+    extra = gpus.plan_gpus([wanted], free)
+    if extra.logical:
         raise ClusterError(
-            f"a node of {wanted:g} GPU(s) needs {math.ceil(wanted)} free physical GPU(s); {len(free)} of this machine's "
-            f"{len(session.machine_gpus)} are free. Remove a node first, or add one with fewer GPUs."
+            f"a node of {wanted:g} GPU(s) does not fit: {len(free)} of this machine's {len(session.machine_gpus)} GPUs "
+            "are free. Remove a node first, or add one with fewer GPUs."
         )
-    return tuple(free[: math.ceil(wanted)])
+    return extra.devices[0]
 
 
 def _wait_for_workers(session: Session, node_ids: list[str]) -> None:

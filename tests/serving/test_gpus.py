@@ -157,3 +157,18 @@ def test_a_move_whose_gpu_memory_would_not_fit_is_flagged() -> None:
     assert warnings(free_on_b=31 * gb).keys() == {"small"}
     snapshot = Snapshot(nodes, replicas, gpu_mode=LOGICAL)  # nothing to read: nothing flagged
     assert gpu_memory_warnings(snapshot, [Move("big", "llm", "default", a, b)]) == {}
+
+
+def test_a_node_added_later_gets_gpus_no_raylet_holds() -> None:
+    from servelab.serving.cluster import _free_gpus
+    from servelab.serving.context import Session
+
+    session = Session("127.0.0.1:1", None, {}, gpu_plan=plan_gpus([1], [0, 1, 2]), machine_gpus=(0, 1, 2))
+    session.gpu_devices["n1"] = (0,)
+    assert _free_gpus(session, 2) == (1, 2)
+    assert _free_gpus(session, 0) == ()
+    session.gpu_devices["n2"] = (1, 2)
+    with pytest.raises(ClusterError, match=r"a node of 1 GPU\(s\) does not fit: 0 of this machine's 3 GPUs are free"):
+        _free_gpus(session, 1)
+    logical = Session("127.0.0.1:1", None, {}, gpu_plan=plan_gpus([2], []))
+    assert _free_gpus(logical, 2) == ()  # logical GPUs: nothing to hand out, nothing to run out of
