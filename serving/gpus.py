@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from servelab.errors import ClusterError, DeviceError
+from servelab.serving import gpu_metrics
 
 log = logging.getLogger("servelab.serving")
 
@@ -111,8 +112,6 @@ def plan_gpus(requests: Sequence[float], physical: Sequence[int]) -> GpuPlan:
 def visible_gpus() -> list[int]:
     """The physical GPU indices this process may hand out: NVML's devices, narrowed by its own
     ``CUDA_VISIBLE_DEVICES`` (integers only; UUIDs are matched by NVML order). Empty without NVML."""
-    from servelab.serving import gpu_metrics
-
     count = gpu_metrics.device_count()
     own = os.environ.get("CUDA_VISIBLE_DEVICES")
     if own is None:
