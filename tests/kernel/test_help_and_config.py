@@ -37,7 +37,10 @@ def test_defaults_come_from_config() -> None:
     config.ServelabMagics.nodes = 5
     config.ServelabMagics.view_interval_s = 0.5
     magics = ServelabMagics(shell=InteractiveShell.instance(), config=config)
-    assert (magics.nodes, magics.view_interval_s, magics.gpus_per_node) == (5, 0.5, 2.0)
+    # gpus_per_node: None lets up() split the machine's GPUs (2 logical ones where it has none).
+    assert (magics.nodes, magics.view_interval_s, magics.gpus_per_node) == (5, 0.5, None)
+    config.ServelabMagics.gpus_per_node = 1.0
+    assert ServelabMagics(shell=InteractiveShell.instance(), config=config).gpus_per_node == 1.0
 
 
 def test_the_classes_a_cell_defines() -> None:
