@@ -88,8 +88,9 @@ class LocalFileSource(ByteSource):
     aligned bounce buffer and one memcpy. In place, one ``preadv`` per chunk hands the kernel the
     whole range, so a 32 MiB read keeps the disk's queue full from a single thread.
 
-    Measured (bench.loader, 2-core VM, 4 x 1 GiB, cold): through the bounce buffer 1.40 GB/s against
-    ``dd iflag=direct`` 1.84; in place at the raw read's speed (see the docs' performance page).
+    Measured (bench.loader, 2-core VM, cold): through the bounce buffer 1.40 GB/s against
+    ``dd iflag=direct`` 1.84 (4 x 1 GiB); in place 1.40x ``dd`` on the shards and 0.89x on one 1 GiB
+    file, on a noisier day (README, Performance).
     """
 
     def __init__(self, path: str, uri: str, policy: RetryPolicy) -> None:
