@@ -23,6 +23,8 @@ from servelab.serving.context import NodeType, Session
 
 log = logging.getLogger("servelab.serving")
 NODE_TYPE_LABEL = "servelab.io/node-type"
+# Each worker's GPU mode, so a process that attaches (the Jupyter server's sidebar) reads it too.
+GPU_MODE_LABEL = "servelab.io/gpus"
 SERVE_PORT = 8000
 # cluster_utils waits 30 s for a raylet to register: on 2 loaded cores a worker once took longer.
 NODE_START_TIMEOUT_S = 120.0
@@ -212,7 +214,12 @@ def _add_worker(session: Session, name: str, devices: tuple[int, ...]) -> str:
     assert plan is not None, "only up() starts workers, and it plans their GPUs"
     environment = plan.environment_for(devices)
     node_id, node = ray_adapter.add_worker(
-        session.embedded, spec.cpus, spec.gpus, spec.memory, {**spec.labels, NODE_TYPE_LABEL: name}, environment
+        session.embedded,
+        spec.cpus,
+        spec.gpus,
+        spec.memory,
+        {**spec.labels, NODE_TYPE_LABEL: name, GPU_MODE_LABEL: plan.mode},
+        environment,
     )
     session.workers[node_id] = node
     if devices:

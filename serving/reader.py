@@ -6,8 +6,9 @@ import time
 from dataclasses import replace
 
 from servelab.serving import context, gpu_metrics, ray_adapter
-from servelab.serving.cluster import node_type_of
+from servelab.serving.cluster import GPU_MODE_LABEL, node_type_of
 from servelab.serving.gpu_metrics import GpuReading
+from servelab.serving.gpus import LOGICAL
 from servelab.serving.multiplex import counts_by_replica
 from servelab.serving.snapshot import CacheEntry, Node, Snapshot
 from servelab.serving.weight_cache import weight_cache
@@ -83,9 +84,15 @@ def _read(detailed: bool) -> Snapshot:
         taken_at=time.time(),
         deployments=serve.deployments,
         weight_cache=cached,
-        gpu_mode="" if plan is None else plan.mode,
+        gpu_mode=plan.mode if plan is not None else _gpu_mode_of(nodes),
         gpus=readings,
     )
+
+
+def _gpu_mode_of(nodes: list[Node]) -> str:
+    """The GPU mode up() labelled its workers with, for a process that attached to the cluster; "" if none."""
+    modes = {n.labels.get(GPU_MODE_LABEL, "") for n in nodes if not n.head} - {""}
+    return LOGICAL if LOGICAL in modes else next(iter(modes), "")
 
 
 def _drained_by(node_id: str, draining: set[str], ours: set[str], migrating: set[str | None]) -> str | None:

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from servelab import serving
 from servelab.errors import ClusterError, CompactionError, DeploymentError, StalePlanError
-from servelab.serving import Snapshot, ray_adapter
+from servelab.serving import Snapshot, ray_adapter, reader
 from servelab.serving.gpus import LOGICAL, LOGICAL_NOTE
 from servelab.testing import NginxServer
 from servelab.testing.apps import Echo, Pipeline, WeightsSummary
@@ -157,6 +157,8 @@ def test_replicas_stream_their_weights_from_http(cluster: str, served_dir: Path,
         assert serving.gpu_mode().startswith(LOGICAL_NOTE) and "this machine has no GPU" in serving.gpu_mode()
         snapshot = serving.snapshot()
         assert snapshot.gpu_mode == LOGICAL and Header.of(snapshot).gpus == LOGICAL_NOTE
+        # A process that attached (the sidebar's) reads the mode from the workers' labels.
+        assert reader._gpu_mode_of(list(snapshot.nodes)) == LOGICAL
         assert answer["devices"] == ["cpu"] and answer["cuda_visible_devices"] == ""
 
 
