@@ -8,6 +8,7 @@ from typing import Any
 
 from servelab.loader.progress import format_bytes, format_rate
 from servelab.serving.deployments import WeightLoad
+from servelab.serving.replica_weights import PEER, REMOTE
 from servelab.serving.snapshot import DeploymentInfo, format_resources
 
 
@@ -29,11 +30,7 @@ class Deployed:
         return self.info.name
 
     def _loads_text(self) -> str:
-        if not self.loads:
-            return ""
-        times = ", ".join(f"{w.seconds:.2f} s" for w in self.loads)
-        seconds = sum(w.seconds for w in self.loads)
-        return f"; {format_bytes(self.loads[0].nbytes)} of weights streamed in {times} ({format_rate(sum(w.nbytes for w in self.loads), seconds)} per replica)"
+        return f"; {weights_line(self.loads)}" if self.loads else ""
 
     def __repr__(self) -> str:
         i = self.info
@@ -50,6 +47,24 @@ class Deployed:
             f"{i.running_replicas}/{i.target_replicas} replica(s) of {escape(format_resources(i.resources) or 'no resources')}"
             f"{escape(self._loads_text())} &middot; {link}</div>"
         )
+
+
+def weights_line(loads: list[WeightLoad]) -> str:
+    """The weights' size and rate per source, apart from how long each replica waited for them
+    (a weight holder's start, the peer cache's lookup).
+
+    >>> weights_line(loads)
+    'weights 67.1 MB per replica: 1.20 GB/s from the source (1 replica), 3.10 GB/s from peers (3 replicas); 0.9-4.1 s each with start-up'
+    """
+    rates = []
+    for source, label in ((REMOTE, "the source"), (PEER, "peers")):
+        mine = [w for w in loads if w.source == source]
+        if mine:
+            rate = format_rate(sum(w.nbytes for w in mine), sum(w.stream_s for w in mine))
+            rates.append(f"{rate} from {label} ({len(mine)} replica{'s' if len(mine) > 1 else ''})")
+    low, high = (f"{s:.1f}" for s in (min(w.seconds for w in loads), max(w.seconds for w in loads)))
+    waited = low if low == high else f"{low}-{high}"
+    return f"weights {format_bytes(max(w.nbytes for w in loads))} per replica: {', '.join(rates)}; {waited} s each with start-up"
 
 
 @dataclass

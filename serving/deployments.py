@@ -26,7 +26,8 @@ FAILED = ("DEPLOY_FAILED", "UNHEALTHY")
 
 @dataclass(frozen=True)
 class WeightLoad:
-    """How one replica streamed its weights."""
+    """How one replica got its weights: ``seconds`` from asking to having them (a weight holder's or
+    the cache's start included), ``stream_s`` of those while the bytes moved, which ``gbps`` uses."""
 
     replica: str
     deployment: str
@@ -35,10 +36,11 @@ class WeightLoad:
     seconds: float
     nbytes: int
     source: str = REMOTE  # "remote" (the checkpoint's URI) or "peer" (the cluster's weight cache)
+    stream_s: float = 0.0
 
     @property
     def gbps(self) -> float:
-        return self.nbytes / self.seconds / 1e9 if self.seconds else 0.0
+        return self.nbytes / self.stream_s / 1e9 if self.stream_s else 0.0
 
 
 @dataclass(frozen=True)
@@ -205,7 +207,7 @@ def weight_loads(name: str | None = None, app: str | None = None) -> list[Weight
     context.current()
     prefix = f"{app}/" if app else ""
     return [
-        WeightLoad(t.replica, t.deployment, t.app, t.node_id, t.weights_s, t.nbytes, t.source)
+        WeightLoad(t.replica, t.deployment, t.app, t.node_id, t.weights_s, t.nbytes, t.source, t.stream_s)
         for t in timelines(prefix)
         if name is None or t.deployment == name
     ]

@@ -39,6 +39,7 @@ class ReplicaTimeline:
     constructed: float | None = None
     first_request: float | None = None
     scheduled: float | None = None  # when Serve created the replica (from the snapshot; None once it is gone)
+    stream_s: float = 0.0  # of weights_s, the seconds the bytes moved (the loader's read, or the peer copy's mapping)
 
     @property
     def weights_s(self) -> float:
@@ -46,7 +47,8 @@ class ReplicaTimeline:
 
     @property
     def gbps(self) -> float:
-        return self.nbytes / self.weights_s / 1e9 if self.weights_s else 0.0
+        """The weights' own rate: bytes over the seconds they moved, not counting the holder's or cache's start."""
+        return self.nbytes / self.stream_s / 1e9 if self.stream_s else 0.0
 
 
 def with_weights(cls: type, uri: str, options: dict[str, Any], peer_cache: bool) -> type:
@@ -56,11 +58,11 @@ def with_weights(cls: type, uri: str, options: dict[str, Any], peer_cache: bool)
     class WithWeights(cls):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             constructing = time.time()
-            state, source, started = _weights(uri, options, peer_cache)
+            state, source, started, stream_s = _weights(uri, options, peer_cache)
             done = time.time()
             self.servelab_weights_load_s = done - started
             nbytes = sum(t.nbytes for t in state.values())
-            self._servelab_timeline = _timeline(constructing, started, done, source, nbytes)
+            self._servelab_timeline = _timeline(constructing, started, done, source, nbytes, stream_s)
             super().__init__(state, *args, **kwargs)
             self._servelab_timeline = _reported(self._servelab_timeline, constructed=time.time())
 
@@ -78,9 +80,9 @@ def with_weights(cls: type, uri: str, options: dict[str, Any], peer_cache: bool)
     return WithWeights
 
 
-def _weights(uri: str, options: dict[str, Any], peer_cache: bool) -> tuple[dict[str, Any], str, float]:
-    """The state dict, where it came from, and when it was first asked for (after the imports, which
-    take a fresh replica a second or more): the peer cache when it holds the checkpoint, else the
+def _weights(uri: str, options: dict[str, Any], peer_cache: bool) -> tuple[dict[str, Any], str, float, float]:
+    """The state dict, where it came from, when it was first asked for (after the imports, which
+    take a fresh replica a second or more) and the seconds its bytes moved: the peer cache when it holds the checkpoint, else the
     source, streamed by this node's holder into the object store and published for the replicas after
     this one (this replica then maps it from its own node's store)."""
     from servelab.loader import load
@@ -90,16 +92,18 @@ def _weights(uri: str, options: dict[str, Any], peer_cache: bool) -> tuple[dict[
     started = time.time()
     directory = weight_cache.directory() if peer_cache else None
     if directory is None:
-        return load(uri, **{"device": device, "progress": False, **options}), REMOTE, started
+        state = load(uri, **{"device": device, "progress": False, **options})
+        return state, REMOTE, started, time.time() - started
     key = json.dumps([uri, options.get("include"), str(options.get("dtype"))])
     while (refs := ray_adapter.call(directory, "acquire", key)) is not None:
+        copying = time.time()
         tensors = ray_adapter.get_object(refs[0], PEER_TIMEOUT_S)
         if tensors is not None:
-            return weight_cache.unpacked(tensors, device), PEER, started
+            return weight_cache.unpacked(tensors, device), PEER, started, time.time() - copying
         ray_adapter.call(directory, "forget", key)  # the cached copy is gone (its node left): read the source
     try:
         holder = weight_cache.holder_here()
-        refs, nbytes = ray_adapter.call(holder, "fetch", key, uri, options)
+        refs, nbytes, stream_s = ray_adapter.call(holder, "fetch", key, uri, options)
         tensors = ray_adapter.get_object(refs[0], PEER_TIMEOUT_S)
         if tensors is None:
             raise LoaderError(f"{uri}: the copy this node's weight holder streamed is gone")
@@ -109,15 +113,18 @@ def _weights(uri: str, options: dict[str, Any], peer_cache: bool) -> tuple[dict[
     identity = ray_adapter.replica_identity()
     replica = identity[2] if identity else ""
     ray_adapter.call(directory, "publish", key, uri, refs, nbytes, replica, holder, ray_adapter.current_node_id())
-    return weight_cache.unpacked(tensors, device), REMOTE, started
+    return weight_cache.unpacked(tensors, device), REMOTE, started, stream_s
 
 
-def _timeline(constructing: float, started: float, done: float, source: str, nbytes: int) -> ReplicaTimeline | None:
+def _timeline(
+    constructing: float, started: float, done: float, source: str, nbytes: int, stream_s: float
+) -> ReplicaTimeline | None:
     identity = ray_adapter.replica_identity()
     if identity is None:
         return None
     app, deployment, replica = identity
-    record = ReplicaTimeline(replica, deployment, app, ray_adapter.current_node_id(), constructing, started, done, source, nbytes)
+    node = ray_adapter.current_node_id()
+    record = ReplicaTimeline(replica, deployment, app, node, constructing, started, done, source, nbytes, stream_s=stream_s)
     return _reported(record)
 
 

@@ -141,13 +141,16 @@ class WeightHolder:
     def __init__(self) -> None:
         self._held: dict[str, Any] = {}
 
-    def fetch(self, key: str, uri: str, options: dict[str, Any]) -> tuple[list[Any], int]:
-        """Stream ``uri`` from its source into this node's object store; the object and its size."""
+    def fetch(self, key: str, uri: str, options: dict[str, Any]) -> tuple[list[Any], int, float]:
+        """Stream ``uri`` from its source into this node's object store; the object, its size and the
+        seconds the loader took to read it."""
         from servelab.loader import load
 
+        started = time.perf_counter()
         state = load(uri, **{**options, "device": "cpu", "progress": False})
+        seconds = time.perf_counter() - started
         self._held[key] = ray_adapter.put(packed(state))
-        return [self._held[key]], sum(t.nbytes for t in state.values())
+        return [self._held[key]], sum(t.nbytes for t in state.values()), seconds
 
     def adopt(self, key: str, refs: list[Any]) -> list[Any]:
         """Copy a checkpoint another node's holder keeps into this node's store and own it (that node

@@ -7,7 +7,7 @@ from html import escape
 
 from servelab.serving.replica_weights import ReplicaTimeline
 from servelab.widgets.base import LiveView
-from servelab.widgets.figures import timeline_figure
+from servelab.widgets.figures import figure_widget, timeline_figure
 from servelab.widgets.model import timeline_phases
 from servelab.widgets.summary import timeline_html, timeline_text
 
@@ -26,10 +26,9 @@ class TimelineView(LiveView[list[ReplicaTimeline]]):
         interval_s: float = 2.0,
         autostart: bool = True,
     ) -> None:
-        import plotly.graph_objects as go
 
         self.deployment = deployment
-        self.figure = go.FigureWidget()
+        self.figure = figure_widget()
         super().__init__(self.figure, read or self._timelines, interval_s, autostart, "timeline-view")
         self.add_class("servelab-timeline-view")
 
