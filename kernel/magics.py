@@ -21,10 +21,10 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 from traitlets import Bool, Float, Integer
 
-from servelab.errors import ServelabError
+from servelab.errors import MAGIC, ServelabError
 from servelab.kernel.cell import class_from_cell
 from servelab.kernel.progress import Line
-from servelab.kernel.results import Deployed, Streamed
+from servelab.kernel.results import Deployed, Streamed, weights_line
 
 log = logging.getLogger("servelab.kernel")
 
@@ -51,7 +51,7 @@ def friendly(magic: Callable[..., Any]) -> Callable[..., Any]:
         except UsageError as exc:
             message = f"{exc}. See %{magic.__name__}? for the options."
         except ServelabError as exc:
-            message = str(exc)
+            message = exc.in_words_of(MAGIC)
         except KeyboardInterrupt:
             message = "interrupted; the cluster keeps what was already done (%servelab status shows it)."
         except Exception as exc:  # a bug of ours or of Ray: still one line, the traceback to the log
@@ -106,6 +106,10 @@ class ServelabMagics(Magics):
         args = parse_argstring(self.servelab, line)
         if args.action != "connect" and args.address:
             raise UsageError(f"unexpected argument {args.address!r} for '{args.action}'")
+        if args.action in ("up", "connect"):
+            from servelab.serving.cluster import refuse_second_session
+
+            refuse_second_session()  # before saying what it would start
         if args.action == "up":
             nodes = self.nodes if args.nodes is None else args.nodes
             gpus = self.gpus_per_node if args.gpus_per_node is None else args.gpus_per_node
@@ -396,10 +400,8 @@ def _print_event(event: Any) -> None:
 
 def _deploy_line(progress: Any) -> str:
     info = progress.deployment
-    loads = ", ".join(f"{w.seconds:.2f} s" for w in progress.loads)
-    return f"{info.name}: {info.running_replicas}/{info.target_replicas} replica(s) running after {progress.elapsed_s:.0f} s" + (
-        f"; weights streamed in {loads}" if loads else ""
-    )
+    running = f"{info.name}: {info.running_replicas}/{info.target_replicas} replica(s) running after {progress.elapsed_s:.0f} s"
+    return running + (f"; {weights_line(list(progress.loads))}" if progress.loads else "")
 
 
 def _deployed(name: str, app: str | None) -> Deployed:

@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+MAGIC, SIDEBAR = "magic", "sidebar"  # the faces a user types in, besides Python
+
 
 class ServelabError(Exception):
-    """Base of every error servelab raises on purpose."""
+    """Base of every error servelab raises on purpose.
+
+    The message names the fix in Python's words; ``said_in`` gives it in the words of the face the user
+    typed in, where they differ (a magic, the sidebar's buttons):
+
+    >>> StalePlanError("... plan(snapshot()) ...", said_in={MAGIC: "... %compact --dry-run ..."}).in_words_of(MAGIC)
+    '... %compact --dry-run ...'
+    """
+
+    def __init__(self, message: str, *, said_in: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.said_in = dict(said_in or {})
+
+    def in_words_of(self, face: str) -> str:
+        """The message as ``face`` (MAGIC or SIDEBAR) says it; Python's where the face has no words of its own."""
+        return self.said_in.get(face, str(self))
 
 
 class LoaderError(ServelabError):

@@ -17,7 +17,7 @@ import secrets
 import socket
 from typing import Any
 
-from servelab.errors import ClusterError
+from servelab.errors import MAGIC, ClusterError
 from servelab.serving import context, discovery, gpus, ray_adapter
 from servelab.serving.context import NodeType, Session
 
@@ -63,7 +63,7 @@ def up(
         log.warning("%s", gpu_plan.describe())
     http_port = _serve_port(http_port)
     with context.lock:
-        _refuse_second_session()
+        refuse_second_session()
         if ray_adapter.is_initialized():
             raise ClusterError("Ray is already initialised in this process; call ray.shutdown() or use connect().")
         # Ray's authentication is off by default and its processes listen on every interface: the
@@ -114,7 +114,7 @@ def connect(
     """
     types = _node_plan(0, 0, 0, None, node_types)[0] if node_types else {}
     with context.lock:
-        _refuse_second_session()
+        refuse_second_session()
         address, http_port = _resolve(address, http_port)
         token = token or discovery.token_for(address)
         auth_env = ray_adapter.use_token(token) if token else None
@@ -155,12 +155,10 @@ def down() -> None:
             return
         discovery.remove_record(session.record)
         try:
-            if session.embedded is not None:
-                ray_adapter.shutdown_serve()
-        finally:
-            ray_adapter.shutdown()
+            ray_adapter.shutdown()  # Serve goes with the raylets: shutting it down first only races them
             if session.embedded is not None:
                 ray_adapter.stop_embedded(session.embedded)
+        finally:
             if session.auth_env is not None:
                 ray_adapter.restore_auth(session.auth_env)
 
@@ -253,11 +251,15 @@ def _wait_for_workers(session: Session, node_ids: list[str]) -> None:
         ) from None
 
 
-def _refuse_second_session() -> None:
+def refuse_second_session() -> None:
+    """Raise ClusterError when this process already has a cluster (up() or connect() would refuse)."""
     session = context.get()
     if session is not None:
-        state = "up" if session.owner else "connected"
-        raise ClusterError(f"a cluster is already {state} at {session.address}; call down() first, or keep using it.")
+        already = f"a cluster is already {'up' if session.owner else 'connected'} at {session.address}; "
+        raise ClusterError(
+            already + "call down() first, or keep using it.",
+            said_in={MAGIC: already + "%servelab down first, or keep using it (%servelab status shows it)."},
+        )
 
 
 def _resolve(address: str | None, http_port: int) -> tuple[str, int]:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from servelab.errors import CompactionError, StalePlanError
+from servelab.errors import MAGIC, SIDEBAR, CompactionError, StalePlanError
 from servelab.serving import context, ray_adapter
 from servelab.serving.budget import Budget, as_planned, not_worth_it, waves
 from servelab.serving.cluster import remove_node
@@ -27,7 +27,7 @@ from servelab.serving.placement import fits, gpu_instances, label_match, stuck, 
 from servelab.serving.planner import Plan
 from servelab.serving.planner import plan as make_plan
 from servelab.serving.reader import DRAIN_RECORD, quick_snapshot, snapshot
-from servelab.serving.snapshot import Snapshot
+from servelab.serving.snapshot import Snapshot, short_id
 from servelab.serving.steering import as_serve_places
 from servelab.serving.weight_cache import hand_over as hand_over_cached_weights
 from servelab.serving.weight_cache import release_node as release_cached_weights
@@ -161,9 +161,13 @@ def compact(
     elif plan_options:
         raise CompactionError(f"pass either a plan or planning options {sorted(plan_options)}, not both.")
     elif plan.fingerprint != snap.fingerprint():
+        changed = "the cluster changed since this plan was made (nodes or replicas moved); "
         raise StalePlanError(
-            "the cluster changed since this plan was made (nodes or replicas moved); "
-            "make a new one with plan(snapshot()) or call compact() without a plan."
+            changed + "make a new one with plan(snapshot()) or call compact() without a plan.",
+            said_in={
+                MAGIC: changed + "run %compact --dry-run again for a new plan, or %compact to plan and run at once.",
+                SIDEBAR: changed + "press Plan again for a new one.",
+            },
         )
     busy = "" if dry_run else _busy_elsewhere(snap)
     if busy:
@@ -203,9 +207,9 @@ def compact(
             if session.embedded is not None:
                 remove_node(node_id)
                 ray_adapter.forget(DRAIN_RECORD, node_id)
-                message = f"{node_id[:12]} released"
+                message = f"{short_id(node_id)} released"
             else:
-                message = f"{node_id[:12]} is idle and drained; Ray ends its raylet, an autoscaler reclaims the machine"
+                message = f"{short_id(node_id)} is idle and drained; Ray ends its raylet, an autoscaler reclaims the machine"
             draining.remove(node_id)
             stopping.remove(node_id)
             freed.append(node_id)
@@ -227,7 +231,7 @@ def compact(
                 emit(
                     "draining",
                     node_id,
-                    f"draining {node_id[:12]}: {len(snap.replicas_on(node_id))} replica(s) to migrate",
+                    f"draining {short_id(node_id)}: {len(snap.replicas_on(node_id))} replica(s) to migrate",
                     len(freed),
                 )
             # The next wave starts once this one's replicas run elsewhere: the old ones' graceful stop
@@ -246,7 +250,7 @@ def compact(
                 emit(
                     "migrated",
                     node_id,
-                    f"replicas run elsewhere, leaving {node_id[:12]}; {landed}/{replicas} of the wave landed as planned",
+                    f"replicas run elsewhere, leaving {short_id(node_id)}; {landed}/{replicas} of the wave landed as planned",
                     len(freed),
                 )
             stopping += wave
@@ -318,7 +322,7 @@ def _busy_elsewhere(snap: Snapshot) -> str:
     if not foreign:
         return ""
     who = {"ray": "Ray Serve's own node compaction", "other": "a drain servelab did not start (an operator or autoscaler)"}
-    busy = "; ".join(f"{n.id[:12]} by {who.get(n.drained_by or 'other', n.drained_by)}" for n in foreign)
+    busy = "; ".join(f"{short_id(n.id)} by {who.get(n.drained_by or 'other', n.drained_by)}" for n in foreign)
     return (
         f"node(s) are being emptied already: {busy}. Two compactions at once would fight over the same "
         "replicas; compact again once that has finished (snapshot().foreign_drains is empty)."
@@ -347,7 +351,7 @@ def _wait_replaced(
         if snap.replaced(wave) and not (until_empty and stopping):
             return ""
         time.sleep(POLL_S)
-    left = ", ".join(n[:12] for n in _still_hosting(wave + stopping, snap))
+    left = ", ".join(short_id(n) for n in _still_hosting(wave + stopping, snap))
     return f"replicas had not left {left} after {timeout_s:.0f} s; they stay drained, their replicas keep serving"
 
 
@@ -380,7 +384,7 @@ def _settle(wave: list[str], timeout_s: float) -> str:
         ]
         waiting = [f"{r.id} of {r.deployment} ({r.state})" for r in snap.unplaced]
         why = f"; replicas Serve has placed on no node: {', '.join(waiting)}" if waiting else ""
-        return f" Not settled after {timeout_s:.0f} s: {', '.join(unhealthy) or 'replicas still on ' + ', '.join(n[:12] for n in _still_hosting(wave, snap))}{why}."
+        return f" Not settled after {timeout_s:.0f} s: {', '.join(unhealthy) or 'replicas still on ' + ', '.join(short_id(n) for n in _still_hosting(wave, snap))}{why}."
     if restarted:
         return (
             f" Restarted replica(s) {', '.join(restarted)}: on no node for over {STUCK_AFTER_S:.0f} s while a live node had room."
@@ -393,7 +397,7 @@ def _lost_nodes(expected: set[str], snap: Snapshot) -> str:
     if not lost:
         return ""
     return (
-        f"node(s) {', '.join(n[:12] for n in lost)} left the cluster during compaction; stopped so that "
+        f"node(s) {', '.join(short_id(n) for n in lost)} left the cluster during compaction; stopped so that "
         "Serve can restore their replicas. Plan again once every deployment is healthy."
     )
 

@@ -29,7 +29,7 @@ import numpy as np
 from servelab.errors import CompactionError
 from servelab.serving.fragmentation import lower_bound, nodes_in_use
 from servelab.serving.placement import EPSILON, gpu_instances, label_match
-from servelab.serving.snapshot import Node, Replica, Snapshot, format_resources
+from servelab.serving.snapshot import Node, Replica, Snapshot, format_resources, short_id
 
 Objective = Literal["nodes", "cost"]
 RESOURCE_WEIGHTS = {"GPU": 100.0, "CPU": 10.0, "memory": 1.0}  # best-fit leftover: GPU first, as Ray
@@ -654,7 +654,7 @@ def gpu_memory_warnings(snapshot: Snapshot, moves: Iterable[Move]) -> dict[str, 
         if held > max(free) or arriving[move.target] > sum(free):
             node = snapshot.node(move.target)
             warnings[move.replica] = (
-                f"holds {format_bytes(held)} of GPU memory; the GPUs of {node.type} {node.id[:8]} have "
+                f"holds {format_bytes(held)} of GPU memory; the GPUs of {node.type} {short_id(node.id)} have "
                 f"{format_bytes(sum(free))} free (largest {format_bytes(max(free))}), {format_bytes(arriving[move.target])} "
                 "arriving: it may not fit (Ray reserves GPUs, not their memory)"
             )

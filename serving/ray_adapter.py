@@ -318,16 +318,12 @@ def start_serve(http_port: int) -> None:
     """Start Serve, or attach to the one running: one proxy on the head, on 127.0.0.1."""
     from ray import serve
 
+    # Serve logs at INFO ("Started Serve in namespace ...", a line per deploy): noise in a notebook.
+    # It sets the level when it starts, so the level is set before (for that line) and after.
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
     # A proxy on a node being drained would drop its requests, hence HeadOnly.
     serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": http_port})
-    # Serve configures its logger at INFO when it starts: one line per deploy is noise in a notebook.
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
-
-
-def shutdown_serve() -> None:
-    from ray import serve
-
-    serve.shutdown()
 
 
 def serve_state() -> ServeState:

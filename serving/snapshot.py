@@ -14,6 +14,14 @@ from typing import Any
 
 from servelab.serving.gpu_metrics import GpuProcess, GpuReading
 
+SHORT_ID = 8  # characters of a node or replica id that every view shows: unique in practice, short to read
+
+
+def short_id(identifier: str) -> str:
+    """The id as every view and message shows it: ``3f2a1c9e``."""
+    return identifier[:SHORT_ID]
+
+
 # Default price list for nodes without an explicit cost: roughly on-demand cloud prices per hour.
 DEFAULT_PRICES = {"GPU": 2.0, "CPU": 0.04, "memory": 0.005 / 2**30}
 

@@ -169,6 +169,7 @@ async def test_a_compaction_runs_and_its_events_are_observable_while_it_runs(
         await asyncio.sleep(0.5)
         code, stale = await api("GET", "compactions", stale["id"])
     assert stale["state"] == "failed" and "changed since this plan was made" in stale["error"]
+    assert "press Plan again" in stale["error"]  # the sidebar's words, not plan(snapshot())
 
 
 async def test_without_a_cluster_the_routes_say_so_and_the_server_stays_up(

@@ -20,6 +20,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from safetensors.torch import save_file
 
 from servelab import serving
+from servelab.kernel.magics import MagicError
 from servelab.kernel.results import Deployed, Streamed
 from servelab.loader import CheckpointInfo
 from servelab.widgets import ClusterView, CompactionPanel
@@ -80,8 +81,9 @@ def test_up_deploy_query_and_status(shell: InteractiveShell, weights: Path, caps
     assert isinstance(deployed, Deployed)
     assert (deployed.info.status, deployed.info.running_replicas) == ("HEALTHY", 4)
     assert json.loads(get(deployed.url)) == {"total": float(sum(range(100))) + 2.0}
-    assert len(deployed.loads) == 4 and all(w.seconds > 0 and w.nbytes == 416 for w in deployed.loads)
-    assert "weights streamed in" in repr(deployed)
+    assert len(deployed.loads) == 4 and all(w.nbytes == 416 and 0 < w.stream_s <= w.seconds for w in deployed.loads)
+    assert {w.source for w in deployed.loads} == {"remote", "peer"}  # the first from the file, the rest from its copy
+    assert "weights 416 B per replica: " in repr(deployed) and "from the source (1 replica)" in repr(deployed)
     echo = shell.run_cell_magic("deploy", "echo --replicas 4 --gpus 0.5 --class Echo", ECHO_CELL)
     assert isinstance(echo, Deployed) and get(echo.url) == b"echo"
     status = line(shell, "servelab", "status")
@@ -103,6 +105,7 @@ def test_up_deploy_query_and_status(shell: InteractiveShell, weights: Path, caps
         ("compact", "--auto on --delay -5", "delay_s=-5.0 must be >= 0"),
         ("servelab", "launch", "argument action: invalid choice: 'launch'"),
         ("servelab", "up", "a cluster is already up at"),
+        ("servelab", "up --nodes 2", "%servelab down first, or keep using it"),  # in the words of magics
         ("stream", "http://127.0.0.1:9/none.safetensors", "none.safetensors"),
         ("stream", "/nonexistent/model.safetensors --into 3x", "--into 3x: give a Python variable name"),
     ],
@@ -113,6 +116,16 @@ def test_bad_input_fails_the_cell_in_one_line_and_changes_nothing(
     before = serving.snapshot().fingerprint()
     assert message in failure(shell, f"%{magic} {text}", capsys)
     assert serving.snapshot().fingerprint() == before
+
+
+def test_up_on_a_running_cluster_refuses_before_announcing_a_start(
+    shell: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert isinstance(shell.run_cell("%servelab up").error_in_exec, MagicError)
+    printed = capsys.readouterr()
+    assert "a cluster is already up" in printed.out + printed.err
+    assert "starting an embedded cluster" not in printed.out + printed.err
 
 
 @pytest.mark.parametrize(
@@ -197,7 +210,9 @@ def test_scale_down_then_dry_run_then_compaction_from_the_panel(shell: Interacti
     assert [e.kind for e in panel.events][-1] == "done" and "freed" in panel.outcome.value
     after = view.refresh()
     freed = len(report.nodes_freed)
-    assert after is not None and f"{freed} gone since opened" in view.header.value  # opened before the compaction
+    assert (
+        after is not None and f"{freed} node{'s' if freed > 1 else ''} left since this view opened" in view.header.value
+    )  # opened before the compaction
     assert serving.fragmentation(after).nodes_in_use == panel.plan.nodes_after
 
 

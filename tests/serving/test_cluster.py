@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from servelab import serving
-from servelab.errors import ClusterError, CompactionError, DeploymentError, StalePlanError
+from servelab.errors import MAGIC, SIDEBAR, ClusterError, CompactionError, DeploymentError, StalePlanError
 from servelab.serving import Snapshot, ray_adapter, reader
 from servelab.serving.gpus import LOGICAL, LOGICAL_NOTE
 from servelab.testing import NginxServer
@@ -122,8 +122,10 @@ def test_dry_run_changes_nothing_and_stale_plans_are_refused(fragmented: Snapsho
     stale = serving.plan(fragmented)
     serving.scale("a", 1)
     serving.wait_healthy()
-    with pytest.raises(StalePlanError, match="the cluster changed since this plan was made"):
+    with pytest.raises(StalePlanError, match="the cluster changed since this plan was made") as refused:
         serving.compact(stale)
+    assert "plan(snapshot())" in str(refused.value)  # Python's words; a magic and the sidebar say it their way
+    assert "%compact --dry-run" in refused.value.in_words_of(MAGIC) and "Plan again" in refused.value.in_words_of(SIDEBAR)
     assert sum(1 for n in serving.snapshot().nodes if not n.head) == 3
 
 
