@@ -9,7 +9,8 @@ Definitions (all over alive nodes; the head node and draining nodes are never co
   compaction can free.
 - ``stranded``: per resource, free capacity that the replica shapes running in the cluster cannot use,
   weighted by how common each shape is (in the spirit of FGD's fragmentation measure): for each node
-  and shape, the node's free amount counts as stranded when that shape does not fit there.
+  and shape, the node's free amount counts as stranded when that shape does not fit there. Never on
+  the head: its capacity is Serve's (controller, proxy), not paid for replicas, and no compaction frees it.
 - ``score``: ``(nodes_in_use - lower_bound) / nodes_in_use``, from 0 (packed as tightly as the lower
   bound allows) towards 1 (almost every node in use is surplus); 0 for an empty cluster.
 """
@@ -69,13 +70,13 @@ def lower_bound(snapshot: Snapshot, keep: Iterable[str] = ()) -> int:
 
 
 def stranded_by_node(snapshot: Snapshot) -> dict[str, dict[str, float]]:
-    """Per alive, non-draining node: free capacity the running replica shapes cannot use (module docstring)."""
+    """Per alive, non-draining worker: free capacity the running replica shapes cannot use (module docstring)."""
     shapes = Counter(_shape(r) for r in snapshot.replicas)
     total = sum(shapes.values())
     names = snapshot.resource_names
     result = {}
     for node in snapshot.nodes:
-        if not node.alive or node.draining:
+        if not node.alive or node.draining or node.head:
             continue
         amounts = dict.fromkeys(names, 0.0)
         for shape, count in shapes.items():

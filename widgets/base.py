@@ -79,12 +79,26 @@ class LiveView(SummarisedBox, Generic[T]):
                 snap = self._read()
             except Exception as exc:  # a widget must survive a cluster that went away
                 self.error = str(exc)
-                self.header.value = f'<span style="color:#B00">cluster unreachable: {escape(self.error)}</span>'
+                self.header.value = self._unread_html()
                 return None
             self.error = ""
             self.snapshot = snap
             self.draw(snap)
             return snap
+
+    def _unread_html(self) -> str:
+        """Why nothing was read: no cluster in this kernel any more (it stopped refreshing), or one that
+        does not answer (it keeps trying)."""
+        from servelab.serving import context
+
+        if context.get() is None:
+            self._stop.set()
+            shown = "this view shows the cluster as it last was; " if self.snapshot is not None else ""
+            return (
+                '<span style="color:var(--jp-ui-font-color2, #666)">No cluster in this kernel (stopped or detached): '
+                f"{shown}%servelab up or %servelab connect, then %servelab view for a live one.</span>"
+            )
+        return f'<span style="color:#B00">cluster not answering, trying again: {escape(self.error)}</span>'
 
     def close(self) -> None:
         """Stop refreshing and close the widget."""

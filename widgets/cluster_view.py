@@ -7,7 +7,7 @@ from html import escape
 
 from servelab.serving.snapshot import Snapshot
 from servelab.widgets.base import LiveView, read_snapshot
-from servelab.widgets.figures import cluster_layout, cluster_traces
+from servelab.widgets.figures import cluster_layout, cluster_traces, figure_widget
 from servelab.widgets.model import Header
 from servelab.widgets.summary import header_html, snapshot_html, snapshot_text
 
@@ -24,10 +24,9 @@ class ClusterView(LiveView[Snapshot]):
     """
 
     def __init__(self, read: Callable[[], Snapshot] | None = None, interval_s: float = 2.0, autostart: bool = True) -> None:
-        import plotly.graph_objects as go
 
         self._seen: set[str] = set()
-        self.figure = go.FigureWidget()
+        self.figure = figure_widget()
         super().__init__(self.figure, read or read_snapshot, interval_s, autostart, "cluster-view")
         self.add_class("servelab-cluster-view")
 

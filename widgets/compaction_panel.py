@@ -12,8 +12,8 @@ from servelab.serving.executor import CompactionEvent, CompactionReport, LoadPro
 from servelab.serving.planner import Plan, projected
 from servelab.serving.snapshot import Snapshot
 from servelab.widgets.base import SummarisedBox
-from servelab.widgets.figures import cluster_layout, cluster_traces, colours
-from servelab.widgets.model import node_label
+from servelab.widgets.figures import cluster_layout, cluster_traces, figure_widget
+from servelab.widgets.model import deployment_colours, node_label
 from servelab.widgets.summary import plan_html, plan_text, report_html, report_text
 
 HALF_WIDTH_PX = 520  # two side by side in a notebook of usual width; they wrap below each other when narrower
@@ -44,7 +44,6 @@ class CompactionPanel(SummarisedBox):
         compact: Callable[..., CompactionReport] | None = None,
         probe: Callable[[], LoadProbe | None] | None = None,
     ) -> None:
-        import plotly.graph_objects as go
 
         from servelab.serving import compact as run_compaction
 
@@ -58,9 +57,9 @@ class CompactionPanel(SummarisedBox):
         self._thread: threading.Thread | None = None
         after = projected(snapshot, plan)
         rows = [node_label(n) for n in sorted(snapshot.nodes, key=lambda n: (not n.head, n.type, n.id))]
-        palette = colours([f"{r.app}/{r.deployment}" for r in snapshot.replicas])  # the same colours in both
-        self.before = go.FigureWidget(cluster_traces(snapshot, nodes=rows, palette=palette), cluster_layout(snapshot, "Now"))
-        self.after = go.FigureWidget(
+        palette = deployment_colours(snapshot)  # the same colours in both
+        self.before = figure_widget(cluster_traces(snapshot, nodes=rows, palette=palette), cluster_layout(snapshot, "Now"))
+        self.after = figure_widget(
             cluster_traces(after, legend=False, nodes=rows, palette=palette), cluster_layout(after, "After the plan")
         )
         self.after.layout.height = self.before.layout.height  # freed nodes stay as empty rows, so rows line up

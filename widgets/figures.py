@@ -5,18 +5,33 @@ from __future__ import annotations
 from typing import Any
 
 from servelab.serving.snapshot import Snapshot
-from servelab.widgets.model import FREE, OTHER, PHASES, STRANDED, Phase, Segment, node_label, resources_of, segments
+from servelab.widgets.model import (
+    FIXED,
+    FREE,
+    OTHER,
+    PHASES,
+    STRANDED,
+    Phase,
+    Segment,
+    deployment_colours,
+    node_label,
+    resources_of,
+    segments,
+)
 
-PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#B279A2", "#72B7B2", "#EECA3B", "#FF9DA6", "#9D755D", "#E45756", "#79706E")
-FIXED = {OTHER: "#A0A0A0", STRANDED: "#F2A7A0", FREE: "#EEEEEE"}
 NAMES = {OTHER: "used by Ray/Serve", STRANDED: "stranded (no replica shape fits)", FREE: "free"}
 UNITS = {"GPU": "GPU", "CPU": "CPU", "memory": "GiB"}
 COLUMN_GAP = 0.1
 
 
-def colours(deployments: list[str]) -> dict[str, str]:
-    """A colour per deployment, by name order: distinct for up to ten, the same before and after a plan."""
-    return {**{name: PALETTE[i % len(PALETTE)] for i, name in enumerate(sorted(set(deployments)))}, **FIXED}
+def figure_widget(data: Any = None, layout: Any = None) -> Any:
+    """A plotly FigureWidget for a view: hover for the figures, no toolbar (it sat over the legend;
+    these views are read, not zoomed)."""
+    import plotly.graph_objects as go
+
+    widget = go.FigureWidget(data, layout)
+    widget._config = {"displayModeBar": False}
+    return widget
 
 
 def cluster_traces(
@@ -29,7 +44,7 @@ def cluster_traces(
     columns = resources_of(snapshot)
     order = nodes or _rows(snapshot)
     holders = sorted({s.holder for s in parts}, key=lambda h: (h in FIXED, list(FIXED).index(h) if h in FIXED else 0, h))
-    palette = palette or colours([h for h in holders if h not in FIXED])
+    palette = palette or deployment_colours(snapshot)
     traces = []
     in_legend: set[str] = set()
     for column, resource in enumerate(columns, start=1):

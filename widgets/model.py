@@ -8,6 +8,7 @@ different sizes line up.
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 
@@ -15,10 +16,28 @@ from servelab.loader.progress import format_bytes
 from servelab.serving.fragmentation import Fragmentation, fragmentation, stranded_by_node
 from servelab.serving.gpus import LOGICAL, LOGICAL_NOTE
 from servelab.serving.replica_weights import ReplicaTimeline
-from servelab.serving.snapshot import ModelCount, Node, Snapshot
+from servelab.serving.snapshot import DEFAULT_PRICES, ModelCount, Node, Snapshot, short_id
 
 RESOURCES = ("GPU", "CPU", "memory")
 OTHER, STRANDED, FREE = "other", "stranded", "free"
+PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#B279A2", "#72B7B2", "#EECA3B", "#FF9DA6", "#9D755D", "#E45756", "#17BECF")
+FIXED = {OTHER: "#A0A0A0", STRANDED: "#F2A7A0", FREE: "#EEEEEE"}
+
+
+def colours(holders: list[str]) -> dict[str, str]:
+    """A colour per deployment ("app/name"), the same in every view (widgets and sidebar) and on every
+    refresh: each name hashes to a palette slot. Names whose slots collide take the next free one, in
+    name order (distinct while ten fit); ``deployment_colours`` passes every deployment, those scaled
+    to 0 included, so scaling one to 0 changes no colour."""
+    chosen: dict[str, str] = {}
+    free = list(range(len(PALETTE)))
+    for name in sorted(set(holders) - set(FIXED)):
+        own = zlib.crc32(name.encode()) % len(PALETTE)
+        slot = next((s for s in sorted(free, key=lambda s: (s - own) % len(PALETTE))), own)  # its own, else the next free
+        if free:
+            free.remove(slot)
+        chosen[name] = PALETTE[slot]
+    return {**chosen, **FIXED}
 
 
 @dataclass(frozen=True)
@@ -45,6 +64,7 @@ class Header:
     draining: int
     gone: int
     gpus: str = ""  # what the GPUs really are: the logical note, or NVML's physical figures
+    pricing: str = ""  # where the $/h figures come from (a tooltip beside them)
 
     @classmethod
     def of(cls, snapshot: Snapshot, gone: int = 0) -> Header:
@@ -59,7 +79,23 @@ class Header:
             draining=sum(1 for n in snapshot.nodes if n.draining),
             gone=gone,
             gpus=gpu_line(snapshot),
+            pricing=pricing_note(snapshot),
         )
+
+
+def pricing_note(snapshot: Snapshot) -> str:
+    """Where the $/h figures come from: each node's own price, or the default list by resources; on
+    logical GPUs, what such nodes would cost in a cloud rather than what this machine costs."""
+    defaulted = [n for n in snapshot.nodes if n.cost_per_hour is None]
+    note = "$/h: each node's cost_per_hour"
+    if defaulted:
+        rates = f"${DEFAULT_PRICES['GPU']:g} per GPU, ${DEFAULT_PRICES['CPU']:g} per CPU, ${DEFAULT_PRICES['memory'] * 2**30:g} per GiB"
+        note = (
+            f"$/h: {len(defaulted)} of {len(snapshot.nodes)} node(s) priced by their resources at on-demand cloud rates ({rates})"
+        )
+    if snapshot.gpu_mode == LOGICAL:
+        note += "; the GPUs are logical, so these are what such nodes would cost, not what this machine costs"
+    return note
 
 
 def gpu_line(snapshot: Snapshot) -> str:
@@ -83,7 +119,7 @@ def gpu_line(snapshot: Snapshot) -> str:
 
 def node_label(node: Node) -> str:
     """``gpu2 3f2a1c9e`` plus ``(head)`` / ``(draining)``: short, unique, and says the state."""
-    label = f"{node.type} {node.id[:8]}"
+    label = f"{node.type} {short_id(node.id)}"
     if node.head:
         label += " (head)"
     if node.draining:
@@ -94,7 +130,7 @@ def node_label(node: Node) -> str:
 def label_of(snapshot: Snapshot, node_id: str) -> str:
     """``node_label`` of ``node_id``, or its short id when the node is not in ``snapshot`` (it left)."""
     node = next((n for n in snapshot.nodes if n.id == node_id), None)
-    return node_label(node) if node is not None else node_id[:8] or "-"
+    return node_label(node) if node is not None else short_id(node_id) or "-"
 
 
 def resources_of(snapshot: Snapshot) -> list[str]:
@@ -139,6 +175,11 @@ def node_segments(snapshot: Snapshot, node: Node, strand: dict[str, dict[str, fl
         parts = [*sorted(held.items()), (OTHER, other), (STRANDED, lost), (FREE, free - lost)]
         result += [Segment(label, resource, holder, amount, amount / total) for holder, amount in parts if amount > 1e-9]
     return result
+
+
+def deployment_colours(snapshot: Snapshot) -> dict[str, str]:
+    """``colours`` of every deployment of ``snapshot``, running replicas or not."""
+    return colours(holders(snapshot) + [f"{d.app}/{d.name}" for d in snapshot.deployments])
 
 
 def holders(snapshot: Snapshot) -> list[str]:
@@ -188,14 +229,15 @@ def timeline_phases(timelines: list[ReplicaTimeline]) -> list[Phase]:
     zero = min(t.scheduled or t.constructing for t in timelines)
     phases = []
     for t in sorted(timelines, key=lambda t: t.scheduled or t.constructing):
-        row = f"{t.replica[:8]} ({t.deployment})"
+        row = f"{short_id(t.replica)} ({t.deployment})"
         marks = [
             ("process start", t.scheduled, t.weights_started, "Serve created it; the process starts and imports"),
             (
                 f"weights ({t.source})",
                 t.weights_started,
                 t.weights_done,
-                f"{format_bytes(t.nbytes)} from {'the peer cache' if t.source == 'peer' else 'remote storage'}, {t.gbps:.2f} GB/s",
+                f"{format_bytes(t.nbytes)} from {'the peer cache' if t.source == 'peer' else 'remote storage'} at "
+                f"{t.gbps:.2f} GB/s ({t.stream_s:.2f} s of {t.weights_s:.2f} s; the rest: the holder's or cache's start)",
             ),
             ("constructor", t.weights_done, t.constructed, "the class's constructor"),
             ("until first request", t.constructed, t.first_request, "ready, waiting for its first request"),

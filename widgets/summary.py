@@ -13,7 +13,7 @@ from servelab.loader.progress import format_bytes
 from servelab.serving.budget import saving_per_move
 from servelab.serving.executor import CompactionReport, LatencyStats
 from servelab.serving.planner import Plan
-from servelab.serving.snapshot import Snapshot, format_resources
+from servelab.serving.snapshot import Snapshot, format_resources, short_id
 from servelab.widgets.model import Header, ModelRow, Phase, label_of, node_label
 
 TABLE = 'style="border-collapse:collapse;font-size:12px;margin:4px 0"'
@@ -28,10 +28,15 @@ def header_text(header: Header) -> str:
     if header.draining:
         line += f", {header.draining} draining"
     if header.gone:
-        line += f", {header.gone} gone since opened"
+        line += f", {gone_text(header.gone)}"
     if header.gpus:
         line += f"; {header.gpus}"
     return line
+
+
+def gone_text(gone: int) -> str:
+    """Nodes a live view saw that have left the cluster since (compaction freed them, say)."""
+    return f"{gone} node{'s' if gone > 1 else ''} left since this view opened"
 
 
 def header_html(header: Header) -> str:
@@ -39,13 +44,13 @@ def header_html(header: Header) -> str:
     parts = [
         f"<b>{header.nodes_in_use}</b> node(s) in use (lower bound <b>{header.lower_bound}</b>)",
         f"fragmentation <b>{header.score:.2f}</b>",
-        f"<b>${header.cost_per_hour:.2f}</b>/h",
+        f'<span title="{escape(header.pricing)}" style="cursor:help"><b>${header.cost_per_hour:.2f}</b>/h</span>',
         f"stranded GPU <b>{header.stranded_gpus:g}</b>",
     ]
     if header.draining:
         parts.append(f"{header.draining} draining")
     if header.gone:
-        parts.append(f"{header.gone} gone since opened")
+        parts.append(gone_text(header.gone))
     if header.gpus:
         parts.append(f"<i>{escape(header.gpus)}</i>")
     return " &middot; ".join(parts)
@@ -122,31 +127,39 @@ def _gpu_rows(snapshot: Snapshot) -> list[list[str]]:
     return rows
 
 
+def plan_aim(plan: Plan) -> str:
+    """What the plan aimed for and how good it is, in a user's words (not the solver's)."""
+    goal = "free the most nodes" if plan.objective == "nodes" else "save the most $/h"
+    return f"{goal}; no plan does better" if plan.optimal else f"{goal}; a quick search's answer, maybe not the best"
+
+
 def plan_text(plan: Plan) -> str:
     lines = [
-        f"Plan ({plan.objective}, {plan.method}{', optimal' if plan.optimal else ''}): "
+        f"Plan ({plan_aim(plan)}): "
         f"{plan.nodes_before} -> {plan.nodes_after} node(s) in use (lower bound {plan.lower_bound}), "
         f"frees {len(plan.nodes_to_free)} node(s), {format_resources(_shown(plan.freed_resources)) or 'nothing'}, "
         f"${plan.freed_cost_per_hour:.2f}/h, {len(plan.moves)} move(s) ({_per_move(plan)})"
     ]
-    lines += [f"  move {m.app}/{m.deployment} {m.replica[:8]}: {m.source[:8]} -> {m.target[:8]}" for m in plan.moves]
-    lines += [f"  {node[:8]} stays: {reason}" for node, reason in plan.blocked.items()]
-    lines += [f"  GPU memory: {replica[:8]} {reason}" for replica, reason in plan.memory_warnings.items()]
+    lines += [
+        f"  move {m.app}/{m.deployment} {short_id(m.replica)}: {short_id(m.source)} -> {short_id(m.target)}" for m in plan.moves
+    ]
+    lines += [f"  {short_id(node)} stays: {reason}" for node, reason in plan.blocked.items()]
+    lines += [f"  GPU memory: {short_id(replica)} {reason}" for replica, reason in plan.memory_warnings.items()]
     return "\n".join(lines)
 
 
 def plan_html(plan: Plan) -> str:
-    moves = [[f"{m.app}/{m.deployment}", m.replica[:8], m.source[:8], m.target[:8]] for m in plan.moves]
-    stays = [[node[:8], reason] for node, reason in plan.blocked.items()]
+    moves = [[f"{m.app}/{m.deployment}", short_id(m.replica), short_id(m.source), short_id(m.target)] for m in plan.moves]
+    stays = [[short_id(node), reason] for node, reason in plan.blocked.items()]
     return (
-        f"<div><b>Plan</b> ({escape(plan.objective)}, {escape(plan.method)}{', optimal' if plan.optimal else ''}): "
+        f"<div><b>Plan</b> ({escape(plan_aim(plan))}): "
         f"{plan.nodes_before} &rarr; {plan.nodes_after} node(s) in use (lower bound {plan.lower_bound}); "
         f"frees <b>{len(plan.nodes_to_free)}</b> node(s): {escape(format_resources(_shown(plan.freed_resources)) or 'nothing')}, "
         f"<b>${plan.freed_cost_per_hour:.2f}/h</b> for {len(plan.moves)} move(s) ({escape(_per_move(plan))})"
         + (_table(["deployment", "replica", "from", "to"], moves) if moves else "<br><i>no moves</i>")
         + (_table(["node that stays", "why"], stays) if stays else "")
         + (
-            _table(["replica", "GPU memory"], [[r[:8], w] for r, w in plan.memory_warnings.items()])
+            _table(["replica", "GPU memory"], [[short_id(r), w] for r, w in plan.memory_warnings.items()])
             if plan.memory_warnings
             else ""
         )

@@ -8,9 +8,21 @@ from dataclasses import replace
 import pytest
 
 from servelab.serving import CacheEntry, Node, Replica, Snapshot, plan, projected
-from servelab.widgets.figures import FIXED, cluster_traces, colours
-from servelab.widgets.model import FREE, OTHER, STRANDED, Header, node_label, resources_of, segments
-from servelab.widgets.summary import plan_text, snapshot_html, snapshot_text
+from servelab.serving.snapshot import DeploymentInfo
+from servelab.widgets.figures import cluster_traces
+from servelab.widgets.model import (
+    FIXED,
+    FREE,
+    OTHER,
+    STRANDED,
+    Header,
+    colours,
+    deployment_colours,
+    node_label,
+    resources_of,
+    segments,
+)
+from servelab.widgets.summary import header_html, plan_aim, plan_text, snapshot_html, snapshot_text
 
 
 def node(name: str, gpus: float, free_gpus: float, cpus: float = 4, free_cpus: float = 4, head: bool = False) -> Node:
@@ -49,6 +61,7 @@ def test_each_bar_adds_up_to_the_node_and_names_who_holds_what(snap: Snapshot) -
     assert n1[STRANDED] == pytest.approx(2 / 3) and n1[FREE] == pytest.approx(1 / 3)
     head = {p.holder: p.amount for p in parts if p.node == node_label(snap.node("h")) and p.resource == "CPU"}
     assert head[OTHER] == 1.0  # Serve's controller and proxy, not a replica
+    assert head[FREE] == 1.0 and STRANDED not in head  # no GPU shape fits the head, but its capacity is not for replicas
     assert resources_of(snap) == ["GPU", "CPU"]  # no replica asks for memory: no memory column
 
 
@@ -59,6 +72,27 @@ def test_header_and_labels(snap: Snapshot) -> None:
     draining = Node("n9", "gpu", {"GPU": 1}, {"GPU": 1}, draining=True)
     assert node_label(draining) == "gpu n9 (draining)" and node_label(snap.node("h")).endswith("(head)")
     assert "big x2" in snapshot_text(snap)
+    assert header.pricing.startswith("$/h: 1 of 4 node(s) priced by their resources at on-demand cloud rates ($2 per GPU")
+    logical = replace(snap, gpu_mode="logical")
+    assert Header.of(logical).pricing.endswith(
+        "the GPUs are logical, so these are what such nodes would cost, not what this machine costs"
+    )
+    assert header.pricing in header_html(header)  # the $/h figure's tooltip
+
+
+def test_a_deployment_keeps_its_colour_when_another_scales_to_zero(snap: Snapshot) -> None:
+    def info(name: str, replicas: int) -> DeploymentInfo:
+        return DeploymentInfo(name, name, "HEALTHY", replicas, replicas, replicas, {"GPU": 0.5}, None)
+
+    names = [f"d{i}" for i in range(10)]
+    full = replace(snap, replicas=tuple(replica(f"r{i}", n, "n3", 0.1) for i, n in enumerate(names)))
+    full = replace(full, deployments=tuple(info(n, 1) for n in names))
+    before = deployment_colours(full)
+    assert len({before[f"{n}/{n}"] for n in names}) == 10  # ten deployments, ten colours
+    for gone in names:  # each in turn scaled to 0: it has no replica, but is still a deployment
+        scaled = replace(full, replicas=tuple(r for r in full.replicas if r.deployment != gone))
+        scaled = replace(scaled, deployments=tuple(info(n, 0 if n == gone else 1) for n in names))
+        assert deployment_colours(scaled) == before
 
 
 def test_every_node_is_a_row_in_every_column_and_colours_are_distinct(snap: Snapshot) -> None:
@@ -74,6 +108,8 @@ def test_every_node_is_a_row_in_every_column_and_colours_are_distinct(snap: Snap
 
 def test_the_projected_layout_matches_the_plan(snap: Snapshot) -> None:
     compaction = plan(snap)
+    assert compaction.optimal and plan_aim(compaction) == "free the most nodes; no plan does better"
+    assert plan_aim(compaction) in plan_text(compaction)
     after = projected(snap, compaction)
     assert {n.id for n in after.nodes} == {n.id for n in snap.nodes} - set(compaction.nodes_to_free)
     for move in compaction.moves:
@@ -139,8 +175,8 @@ def test_replica_timelines_become_one_row_of_phases_per_replica() -> None:
     from servelab.widgets import TimelineView
     from servelab.widgets.model import timeline_phases
 
-    first = ReplicaTimeline("aaaaaaaa1", "clf", "clf", "n1", 102.0, 103.0, 106.0, "remote", 2**30, 106.5, 110.0, scheduled=100.0)
-    later = ReplicaTimeline("bbbbbbbb2", "clf", "clf", "n2", 121.0, 121.0, 121.5, "peer", 2**30, 122.0, None, scheduled=120.0)
+    first = ReplicaTimeline("aaaaaaaa1", "clf", "clf", "n1", 102.0, 103.0, 106.0, "remote", 2**30, 106.5, 110.0, 100.0, 1.0)
+    later = ReplicaTimeline("bbbbbbbb2", "clf", "clf", "n2", 121.0, 121.0, 121.5, "peer", 2**30, 122.0, None, 120.0, 0.25)
     phases = timeline_phases([later, first])
     assert [(p.replica, p.phase, p.start_s, p.seconds) for p in phases] == [
         ("aaaaaaaa (clf)", "process start", 0.0, 3.0),  # until the weights were asked for: imports included
@@ -151,7 +187,8 @@ def test_replica_timelines_become_one_row_of_phases_per_replica() -> None:
         ("bbbbbbbb (clf)", "weights (peer)", 21.0, 0.5),
         ("bbbbbbbb (clf)", "constructor", 21.5, 0.5),
     ]
-    assert "0.36 GB/s" in phases[1].detail and "peer cache" in phases[5].detail
+    assert "1.07 GB/s (1.00 s of 3.00 s" in phases[1].detail  # the bytes' own rate, not over the whole phase
+    assert "peer cache at 4.29 GB/s" in phases[5].detail
     view = TimelineView("clf", read=lambda: [first, later], autostart=False)
     assert "2 replica start(s), 1 from the peer cache, 1 from remote storage" in view.header.value
     assert {t.name for t in view.figure.data} == {
