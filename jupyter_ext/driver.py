@@ -17,12 +17,15 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
 log = logging.getLogger("servelab.jupyter_ext.driver")
 GREETING = 0  # the id of the first line: attached, or why not
+WATCH_INTERVAL_S = 2.0  # how often the driver checks that its cluster still listens
+WATCH_MISSES = 3  # checks in a row that find nothing listening before it exits
 
 
 class Driver:
@@ -52,10 +55,10 @@ class Driver:
 
 def describe(exc: BaseException) -> dict[str, str]:
     """An exception as the answer's ``kind`` (servelab's class name, or "internal") and message."""
-    from servelab.errors import ServelabError
+    from servelab.errors import SIDEBAR, ServelabError
 
     if isinstance(exc, ServelabError):
-        return {"kind": type(exc).__name__, "error": str(exc)}
+        return {"kind": type(exc).__name__, "error": exc.in_words_of(SIDEBAR)}
     log.exception("servelab driver: unexpected failure")
     return {"kind": "internal", "error": f"{type(exc).__name__}: {exc}"}
 
@@ -125,6 +128,23 @@ def attach(address: str) -> dict[str, Any]:
     return {"id": GREETING, "ok": True, "result": {"address": address, "ray": ray.__version__}}
 
 
+def watch(address: str, interval_s: float = WATCH_INTERVAL_S, misses: int = WATCH_MISSES) -> None:
+    """Exit once nothing listens at the cluster's address (it was stopped): a Ray driver whose GCS is
+    gone retries at full CPU for about a minute before Ray gives up on it."""
+    from servelab.serving.cluster import check_reachable
+
+    missed = 0
+    while missed < misses:
+        time.sleep(interval_s)
+        try:
+            check_reachable(address, timeout_s=interval_s)
+            missed = 0
+        except OSError:
+            missed += 1
+    log.warning("servelab driver: nothing answers at %s any more (the cluster stopped); exiting", address)
+    os._exit(0)
+
+
 def main(argv: list[str]) -> int:
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints (Ray's, users') never reach the protocol
@@ -134,6 +154,7 @@ def main(argv: list[str]) -> int:
     driver.write(greeting)
     if not greeting["ok"]:
         return 1
+    threading.Thread(target=watch, args=(argv[0],), name="servelab-driver-watch", daemon=True).start()
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="servelab-driver") as pool:
         for line in sys.stdin:  # ends when the server closes the pipe or exits
             try:

@@ -22,6 +22,7 @@ from traitlets import Float, Unicode
 from traitlets.config import Configurable
 
 from servelab.jupyter_ext.client import ClusterUnavailable, DriverClient, DriverFailed
+from servelab.jupyter_ext.model import PLAN_VIEW_ONLY
 
 ADDRESS = re.compile(r"^(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$|^auto$")
 PLANS_KEPT = 32
@@ -125,6 +126,9 @@ class ClusterManager:
         for record in await asyncio.to_thread(_discovered):
             found.setdefault(record["address"], {"address": record["address"], "source": "discovered", "record": record})
         reachable = await asyncio.gather(*(asyncio.to_thread(_answers, address) for address in found))
+        answering = {address for address, ok in zip(found, reachable, strict=True) if ok}
+        for address in [a for a in self._drivers if a not in answering]:  # its cluster stopped: the driver goes too
+            await self._drop_if_idle(address)
         return [
             {**entry, "reachable": ok, "attached": address in self._drivers and self._drivers[address].alive}
             for (address, entry), ok in zip(found.items(), reachable, strict=True)
@@ -206,7 +210,10 @@ class ClusterManager:
     # --- internals ------------------------------------------------------------------------------
 
     async def _run(self, compaction: Compaction) -> None:
-        args = {"plan": {k: v for k, v in compaction.plan.items() if k not in ("labels", "address")}, "budget": compaction.budget}
+        args = {
+            "plan": {k: v for k, v in compaction.plan.items() if k not in (*PLAN_VIEW_ONLY, "address")},
+            "budget": compaction.budget,
+        }
         try:
             report = await self._call(
                 compaction.address, "compact", args, self.settings.compaction_timeout_s, compaction.add_event

@@ -15,7 +15,17 @@ from servelab.serving.autocompact import AutoStatus
 from servelab.serving.fragmentation import fragmentation, stranded_by_node
 from servelab.serving.planner import Plan
 from servelab.serving.snapshot import Snapshot
-from servelab.widgets.model import Header, holders, label_of, node_label, node_segments, ordered_nodes, resources_of
+from servelab.widgets.model import (
+    Header,
+    deployment_colours,
+    holders,
+    label_of,
+    node_label,
+    node_segments,
+    ordered_nodes,
+    resources_of,
+)
+from servelab.widgets.summary import plan_aim
 
 
 def cluster_model(snapshot: Snapshot, address: str, auto: AutoStatus | None = None) -> dict[str, Any]:
@@ -65,6 +75,7 @@ def cluster_model(snapshot: Snapshot, address: str, auto: AutoStatus | None = No
         "fragmentation": fragmentation(snapshot).to_dict(),
         "resources": resources,
         "holders": holders(snapshot),
+        "colours": deployment_colours(snapshot),
         "nodes": nodes,
         "deployments": deployments,
         "weight_cache": [{**asdict(e), "node_label": label_of(snapshot, e.node)} for e in snapshot.weight_cache],
@@ -85,6 +96,10 @@ def auto_model(auto: AutoStatus) -> dict[str, Any]:
     }
 
 
+PLAN_VIEW_ONLY = ("aim", "labels")  # what plan_model adds for the sidebar to show; not part of the Plan
+
+
 def plan_model(plan: Plan, snapshot: Snapshot) -> dict[str, Any]:
-    """A plan as JSON, with the label of every node it names (ids are long; the sidebar shows labels)."""
-    return {**plan.to_dict(), "labels": {node.id: node_label(node) for node in snapshot.nodes}}
+    """A plan as JSON, with what it aimed for in words and the label of every node it names (ids are
+    long; the sidebar shows labels)."""
+    return {**plan.to_dict(), "aim": plan_aim(plan), "labels": {node.id: node_label(node) for node in snapshot.nodes}}

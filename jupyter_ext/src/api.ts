@@ -71,9 +71,11 @@ export interface ClusterModel {
     draining: number;
     gone: number;
     gpus: string; // the logical-GPU note, or NVML's physical figures; empty where neither applies
+    pricing: string; // where the $/h figures come from
   };
   resources: string[];
   holders: string[];
+  colours: Record<string, string>; // per deployment ("app/name"), the same as in the notebook's widgets
   nodes: NodeModel[];
   deployments: DeploymentModel[];
   weight_cache: CacheEntryModel[];
@@ -120,6 +122,7 @@ export interface PlanModel {
   lower_bound: number;
   method: string;
   optimal: boolean;
+  aim: string; // what the plan aimed for and how good it is, in words
   labels: Record<string, string>;
 }
 

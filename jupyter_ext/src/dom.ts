@@ -44,10 +44,3 @@ export function bytes(value: number): string {
 export function money(value: number): string {
   return `$${value.toFixed(2)}/h`;
 }
-
-export const PALETTE = ['#4C78A8', '#F58518', '#54A24B', '#B279A2', '#72B7B2', '#EECA3B', '#FF9DA6', '#9D755D', '#E45756', '#79706E'];
-
-/** The same colour per deployment as the notebook's ClusterView: by name order. */
-export function colours(holders: string[]): Map<string, string> {
-  return new Map([...holders].sort().map((name, i) => [name, PALETTE[i % PALETTE.length]]));
-}

@@ -9,9 +9,10 @@ import { Signal, ISignal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
 import { api, ApiError, AutoModel, CacheEntryModel, ClusterEntry, ClusterModel, CompactionEvent, CompactionModel, DeploymentModel, follow, NodeModel, PlanModel } from './api';
-import { bytes, colours, fill, h, money, num } from './dom';
+import { bytes, fill, h, money, num } from './dom';
 
 const UNITS: Record<string, string> = { GPU: 'GPU', CPU: 'CPU', memory: 'GiB' };
+const HIDDEN_EVERY = 3;
 const FIXED: Record<string, string> = { other: 'used by Ray/Serve', stranded: 'stranded', free: 'free' };
 
 export class ServelabSidebar extends Widget {
@@ -44,10 +45,11 @@ export class ServelabSidebar extends Widget {
       this._interval = refresh_interval_s * 1000;
       this._drawPicker(clusters);
       if (!clusters.length) {
-        throw new ApiError(404, 'no-cluster', 'No cluster found. Start one in a notebook with %servelab up, or set RAY_ADDRESS.');
+        throw new ApiError(404, 'no-cluster', 'No cluster yet. Start one in a notebook with %servelab up, or set RAY_ADDRESS.');
       }
       this._model = await api.cluster(this._address);
       this._error = null;
+      this._forgetWhatChanged(this._model.fingerprint);
     } catch (error) {
       this._model = null;
       this._error = error instanceof ApiError ? error : new ApiError(0, 'error', String(error));
@@ -56,9 +58,26 @@ export class ServelabSidebar extends Widget {
     this._modelChanged.emit(this._model);
   }
 
+  /** A plan, or a finished compaction's report, says nothing true once the cluster changed: drop it. */
+  private _forgetWhatChanged(fingerprint: string): void {
+    if (this._isRunning) {
+      return;
+    }
+    if (this._plan && this._plan.fingerprint !== fingerprint) {
+      this._plan = null;
+      this._planNote = 'The cluster changed since that plan: plan again.';
+    }
+    if (this._running && this._reportedAt !== null && this._reportedAt !== fingerprint) {
+      this._running = null;
+      this._events = [];
+    }
+    this._reportedAt = this._running ? fingerprint : null;
+  }
+
   /** Plan a compaction of the shown cluster with the chosen objective, and show the plan. */
   async plan(): Promise<void> {
     this._planError = null;
+    this._planNote = null;
     try {
       this._plan = await api.plan(this._model?.address ?? this._address, this._objective.value);
     } catch (error) {
@@ -104,6 +123,7 @@ export class ServelabSidebar extends Widget {
       this._planError = String((error as Error).message);
     }
     this._plan = null;
+    this._reportedAt = null; // the report stays until the cluster changes after the refresh below
     this._drawCompaction();
     await this.refresh();
   }
@@ -117,9 +137,12 @@ export class ServelabSidebar extends Widget {
     window.clearTimeout(this._timer);
   }
 
+  /** Refresh on the server's interval while shown, and every HIDDEN_EVERY intervals while hidden:
+   * the status-bar item follows the cluster either way (it said "no cluster" while a notebook ran one). */
   private _schedule(): void {
     this._timer = window.setTimeout(async () => {
-      if (this.isVisible) {
+      this._ticks += 1;
+      if (this.isVisible || this._ticks % HIDDEN_EVERY === 0) {
         await this.refresh();
       }
       this._schedule();
@@ -134,16 +157,17 @@ export class ServelabSidebar extends Widget {
         h('option', { value: c.address, selected: c.address === chosen }, `${c.address} (${c.reachable ? c.source : 'not answering'})`)
       )
     );
-    this._picker.disabled = clusters.length === 0;
+    this._picker.hidden = clusters.length === 0; // an empty list says nothing the empty state does not
   }
 
   private _draw(): void {
     const model = this._model;
     if (!model) {
       const error = this._error;
+      const empty = error?.kind === 'no-cluster'; // nothing is wrong: there is just no cluster yet
       fill(
         this._status,
-        h('div', { class: 'servelab-Message servelab-mod-error', 'data-status': error?.kind ?? 'error' }, error?.message ?? 'No cluster.')
+        h('div', { class: `servelab-Message ${empty ? 'servelab-mod-empty' : 'servelab-mod-error'}`, 'data-status': error?.kind ?? 'error' }, error?.message ?? 'No cluster.')
       );
       fill(this._body);
       this._compaction.hidden = true;
@@ -158,17 +182,17 @@ export class ServelabSidebar extends Widget {
         figure('in use', `${head.nodes_in_use}`, 'servelab-nodes-in-use', 'worker nodes hosting replicas'),
         figure('lower bound', `${head.lower_bound}`, 'servelab-lower-bound', 'the fewest worker nodes that could hold every replica'),
         figure('fragment.', num(head.score), 'servelab-score', 'fragmentation: (in use - lower bound) / in use; 0 is packed'),
-        figure('$ / hour', head.cost_per_hour.toFixed(2), 'servelab-cost', 'what the cluster\'s nodes cost per hour')
+        figure('$ / hour', head.cost_per_hour.toFixed(2), 'servelab-cost', `what the cluster's nodes cost per hour (${head.pricing})`)
       ),
       head.draining ? h('div', { class: 'servelab-Message servelab-Draining' }, drainingLine(model.nodes)) : null,
       head.gpus ? h('div', { class: 'servelab-Message servelab-Gpus', title: 'what the GPUs really are, beside Ray\'s reservations' }, head.gpus) : null,
       model.autocompact ? drawAuto(model.autocompact) : null
     );
-    const palette = colours(model.holders);
+    const palette = new Map(Object.entries(model.colours));
     fill(
       this._body,
       h('h3', {}, 'Nodes'),
-      legend(palette),
+      legend(model.holders, palette),
       h('div', { class: 'servelab-Nodes' }, ...model.nodes.map(node => drawNode(node, model.resources, palette))),
       h('h3', {}, 'Deployments'),
       this._drawDeployments(model.deployments, palette, model.compaction !== null),
@@ -205,10 +229,21 @@ export class ServelabSidebar extends Widget {
       return h(
         'tr',
         { class: 'servelab-Deployment', 'data-deployment': key },
-        h('td', {}, h('span', { class: 'servelab-Swatch', style: `background:${palette.get(key) ?? '#888'}` }), d.name),
+        h(
+          'td',
+          {},
+          h(
+            'span',
+            { class: 'servelab-DeploymentName' },
+            h('span', { class: 'servelab-Swatch', style: `background:${palette.get(key) ?? '#888'}` }),
+            h('span', {}, d.name)
+          )
+        ),
         h('td', {}, h('span', { class: `servelab-State servelab-state-${d.status.toLowerCase()}` }, d.status)),
         h('td', {}, replicas),
-        h('td', { title: d.message }, d.unplaced ? `${d.unplaced} waiting for a node` : d.app === d.name ? '' : d.app)
+        d.unplaced
+          ? h('td', { class: 'servelab-Pending', title: `${d.unplaced} replica(s) waiting for a node${d.message ? ': ' + d.message : ''}` }, `+${d.unplaced} pending`)
+          : h('td', { title: d.message }, d.app === d.name ? '' : d.app)
       );
     });
     return h(
@@ -233,6 +268,9 @@ export class ServelabSidebar extends Widget {
     const parts: (HTMLElement | null)[] = [h('h3', {}, 'Compaction'), buttons];
     if (this._planError) {
       parts.push(h('div', { class: 'servelab-Message servelab-mod-error' }, this._planError));
+    }
+    if (this._planNote) {
+      parts.push(h('div', { class: 'servelab-Message servelab-PlanNote' }, this._planNote));
     }
     if (this._plan) {
       parts.push(drawPlan(this._plan));
@@ -276,12 +314,15 @@ export class ServelabSidebar extends Widget {
   private _error: ApiError | null = null;
   private _plan: PlanModel | null = null;
   private _planError: string | null = null;
+  private _planNote: string | null = null;
+  private _reportedAt: string | null = null; // the cluster's fingerprint when the shown report was first drawn
   private _scaleError: string | null = null;
   private _scaling = new Set<string>();
   private _running: CompactionModel | null = null;
   private _events: CompactionEvent[] = [];
   private _interval = 2000;
   private _timer = 0;
+  private _ticks = 0;
   private _modelChanged = new Signal<this, ClusterModel | null>(this);
 }
 
@@ -295,9 +336,9 @@ function button(label: string, cls: string, onClick: () => void, disabled = fals
   return element;
 }
 
-function legend(palette: Map<string, string>): HTMLElement {
-  const entries = [...palette.entries()].map(([name, colour]) =>
-    h('span', { class: 'servelab-LegendItem' }, h('span', { class: 'servelab-Swatch', style: `background:${colour}` }), name)
+function legend(holders: string[], palette: Map<string, string>): HTMLElement {
+  const entries = holders.map(name =>
+    h('span', { class: 'servelab-LegendItem' }, h('span', { class: 'servelab-Swatch', style: `background:${palette.get(name) ?? '#888'}` }), name)
   );
   const fixed = Object.entries(FIXED).map(([holder, name]) =>
     h('span', { class: 'servelab-LegendItem' }, h('span', { class: `servelab-Swatch servelab-holder-${holder}` }), name)
@@ -436,7 +477,7 @@ function drawPlan(plan: PlanModel): HTMLElement {
     h(
       'div',
       { class: 'servelab-PlanSummary' },
-      `Free ${plan.nodes_to_free.length} node(s): ${plan.nodes_before} → ${plan.nodes_after} in use (lower bound ${plan.lower_bound}), saving ${money(plan.freed_cost_per_hour)} (${freed}). ${plan.moves.length} replica move(s), ${plan.optimal ? 'optimal' : plan.method}.`
+      `Free ${plan.nodes_to_free.length} node(s): ${plan.nodes_before} → ${plan.nodes_after} in use (lower bound ${plan.lower_bound}), saving ${money(plan.freed_cost_per_hour)} (${freed}). ${plan.moves.length} replica move(s); ${plan.aim}.`
     ),
     h(
       'ul',

@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from servelab import serving
 from servelab.testing import NginxServer
 from servelab.testing.apps import WeightsDigest
-from servelab.testing.lab import CHROMIUM_ARGS, LabServer, chromium_path
+from servelab.testing.lab import CHROMIUM_ARGS, LabServer, chromium_path, wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -51,15 +51,6 @@ def page(tmp_path: Path, fragmented: serving.Snapshot) -> Iterator[Any]:
 
 def figure(page: Any, name: str) -> str:
     return str(page.locator(f"{SIDEBAR} .servelab-{name} .servelab-FigureValue").inner_text())
-
-
-def wait_for(condition: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"{what} not seen within {timeout_s:.0f} s")
 
 
 def test_sidebar_shows_the_cluster_and_compacts_it(
