@@ -20,7 +20,9 @@ HERE = Path(__file__).parent
 
 def notebook(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    # The kernel's name as ipykernel's spec gives it: JupyterLab marks a notebook that names it
+    # otherwise as changed the moment it opens.
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nb.cells = [nbformat.v4.new_markdown_cell(src) if kind == "md" else nbformat.v4.new_code_cell(src) for kind, src in cells]
     return nb
 
@@ -45,7 +47,8 @@ machine has none. On a real cluster use `%servelab connect ray://head:10001` ins
         """## 2. Two models with streamed weights
 
 Each replica's constructor receives its weights as a dict of tensors, streamed by `servelab.loader` from
-any URI (a local path here; `s3://`, `https://`, any fsspec URI works the same). First, a small checkpoint per model:""",
+any URI (a local path here; `s3://`, `https://`, any fsspec URI works the same). First, a checkpoint per
+model: 67 MB for the classifier (a 4096 x 4096 backbone), 13 MB for the embedder.""",
     ),
     (
         "code",
@@ -56,8 +59,15 @@ workdir = tempfile.mkdtemp(prefix="servelab-quickstart-")
 torch.manual_seed(0)
 classifier_weights = f"{workdir}/classifier.safetensors"
 embedder_weights = f"{workdir}/embedder.safetensors"
-save_file({"fc.weight": torch.randn(10, 256), "fc.bias": torch.zeros(10)}, classifier_weights)
-save_file({"embed.weight": torch.randn(1000, 64)}, embedder_weights)""",
+save_file({"backbone.weight": torch.randn(4096, 4096) / 64, "fc.weight": torch.randn(10, 4096), "fc.bias": torch.zeros(10)}, classifier_weights)
+save_file({"embed.weight": torch.randn(50_000, 64)}, embedder_weights)""",
+    ),
+    (
+        "md",
+        """`%%deploy` waits until every replica runs and reports the weights: their size, and the rate at which
+they arrived from each source. The first replica on the cluster streams them from the file; the others
+copy them from its node (the peer cache), so the file is read once. The seconds each replica waited
+include starting the weight holder on its node, which is why they are longer than the bytes need.""",
     ),
     (
         "code",
@@ -66,11 +76,11 @@ import torch
 
 class Classifier:
     def __init__(self, weights):
-        self.weight, self.bias = weights["fc.weight"], weights["fc.bias"]
+        self.backbone, self.weight, self.bias = weights["backbone.weight"], weights["fc.weight"], weights["fc.bias"]
 
     async def __call__(self, request):
-        x = torch.ones(256)
-        return {"label": int((self.weight @ x + self.bias).argmax())}""",
+        x = torch.ones(4096)
+        return {"label": int((self.weight @ torch.tanh(self.backbone @ x) + self.bias).argmax())}""",
     ),
     (
         "code",
@@ -103,7 +113,9 @@ print("embedder:", ask("embedder", "?token=7"))""",
 
 Each model filled a node of its own. Scaled down to two replicas each, both nodes are half empty:
 the replicas would fit on one node, but two are paid for. `%servelab view` draws every node, refreshing
-itself; the header compares the nodes in use with the lower bound.""",
+itself; the header compares the nodes in use with the lower bound. Its $/h prices each node by its
+resources at on-demand cloud rates (hover over it to see them): with logical GPUs it is what such nodes
+would cost in a cloud, not what this machine costs.""",
     ),
     ("code", "%scale classifier 2"),
     ("code", "%scale embedder 2"),
