@@ -23,11 +23,11 @@ from servelab.errors import MAGIC, SIDEBAR, CompactionError, StalePlanError
 from servelab.serving import context, ray_adapter
 from servelab.serving.budget import Budget, as_planned, not_worth_it, waves
 from servelab.serving.cluster import remove_node
-from servelab.serving.placement import fits, gpu_instances, label_match, stuck, take_gpu
+from servelab.serving.placement import Room, stuck
 from servelab.serving.planner import Plan
 from servelab.serving.planner import plan as make_plan
 from servelab.serving.reader import DRAIN_RECORD, quick_snapshot, snapshot
-from servelab.serving.snapshot import Snapshot, short_id
+from servelab.serving.snapshot import Replica, Snapshot, short_id
 from servelab.serving.steering import as_serve_places
 from servelab.serving.weight_cache import hand_over as hand_over_cached_weights
 from servelab.serving.weight_cache import release_node as release_cached_weights
@@ -219,7 +219,7 @@ def compact(
         remaining = list(current.nodes_to_free)
         while remaining and not reason:
             wave = waves(remaining, {n: snap.replicas_on(n) for n in remaining}, budget)[0]
-            reason = _lost_nodes(expected, snap) or _busy_elsewhere(snap) or _cannot_move(wave, snap)
+            reason = _lost_nodes(expected, snap) or _busy_elsewhere(snap) or _cannot_move(wave, snap, current.layout)
             if reason:
                 break
             before = snap.replicas
@@ -255,7 +255,7 @@ def compact(
                 )
             stopping += wave
             remaining = [n for n in remaining if n not in wave]
-            if remaining and _cannot_move(remaining, snap):
+            if remaining and _cannot_move(remaining, snap, current.layout):
                 # Serve chose other targets than planned and the rest no longer fits: plan what remains again.
                 fresh = make_plan(snap, objective="cost" if plan.objective == "cost" else "nodes")
                 current = as_serve_places(snap, fresh, budget.max_draining)
@@ -402,30 +402,35 @@ def _lost_nodes(expected: set[str], snap: Snapshot) -> str:
     )
 
 
-def _cannot_move(nodes: list[str], snap: Snapshot) -> str:
-    """Why these nodes' replicas would not all fit on the nodes that stay right now, or ''."""
+def _cannot_move(nodes: list[str], snap: Snapshot, layout: dict[str, str]) -> str:
+    """Why these nodes' replicas would not all fit on the nodes that stay right now, or ''.
+
+    Where the plan's own targets (``layout``) still take them, they fit; else a best fit decides,
+    so a wave that Serve steered elsewhere than planned is judged on what is free now."""
     gone = [n for n in nodes if n not in {node.id for node in snap.nodes}]
     if gone:
         return f"node {gone[0]} is gone"
-    room = {n.id: dict(n.available) for n in snap.nodes if n.id not in nodes and not n.draining}
-    gpus = {n.id: gpu_instances(n) for n in snap.nodes if n.id in room}
-    leaving = [r for node_id in nodes for r in snap.replicas_on(node_id)]
-    for replica in sorted(leaving, key=lambda r: -sum(r.resources.values())):
-        need_gpu = replica.resources.get("GPU", 0.0)
-        options = [
-            n
-            for n in room
-            if fits(room[n], replica.resources)
-            and take_gpu(gpus[n], need_gpu) is not None
-            and label_match(snap.node(n), replica.label_selector)
-        ]
+    leaving = sorted((r for node_id in nodes for r in snap.replicas_on(node_id)), key=lambda r: -sum(r.resources.values()))
+    if _fits_as_planned(Room.of(snap, leaving=nodes), leaving, layout):
+        return ""
+    room = Room.of(snap, leaving=nodes)
+    for replica in leaving:
+        options = [n for n in room.nodes if not room.why_not(replica, n)]
         if not options:
             return f"replica {replica.id} of {replica.deployment} no longer fits on the nodes that stay; plan again"
-        best = min(options, key=lambda n: sum(room[n].get(k, 0.0) - v for k, v in replica.resources.items()))
-        for k, v in replica.resources.items():
-            room[best][k] = room[best].get(k, 0.0) - v
-        gpus[best] = take_gpu(gpus[best], need_gpu) or []
+        # Best fit by what is left of the replica's own resources: it packs tighter than Serve's GPU-first
+        # order, and the question here is whether they fit at all.
+        room.place(replica, min(options, key=lambda n: sum(room.free[n].get(k, 0.0) - v for k, v in replica.resources.items())))
     return ""
+
+
+def _fits_as_planned(room: Room, replicas: list[Replica], layout: dict[str, str]) -> bool:
+    for replica in replicas:
+        target = layout.get(replica.id)
+        if target is None or room.why_not(replica, target):
+            return False
+        room.place(replica, target)
+    return True
 
 
 def _stats(results: list[tuple[bool, float]]) -> LatencyStats:

@@ -1,13 +1,18 @@
-"""Placement rules: whether a replica may go on a node (room for its resources, labels that match), and which are stuck.
+"""Placement rules: whether a replica may go on a node (room for its resources, labels that match,
+the deployment's max replicas per node), and which are stuck.
 
 GPUs are counted per instance, as the raylet allocates them: a whole-GPU replica needs entirely free
-GPUs, so two half-free GPUs ("1.0 GPU free" to Ray's schedulers) cannot take it.
+GPUs, so two half-free GPUs ("1.0 GPU free" to Ray's schedulers) cannot take it. ``Room`` is the one
+answer to "may replica R go on node N, given the moves before it" for the executor and the steering;
+the planner holds the same rules in arrays for speed, and tests/serving/test_placement.py checks that
+every move it plans is one ``Room`` allows.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 from servelab.serving.snapshot import Node, Replica, Snapshot
 
@@ -65,6 +70,84 @@ def leftover_key(free: dict[str, float], need: dict[str, float]) -> tuple[float,
 def label_match(node: Node, selector: dict[str, str]) -> bool:
     """Whether ``node`` carries every label of a replica's label selector."""
     return all(node.labels.get(key) == value for key, value in selector.items())
+
+
+@dataclass
+class Room:
+    """What the nodes that may take replicas have left, updated as replicas are placed one by one.
+
+    Open nodes are the alive, undrained ones not ``leaving``; each keeps its free resources, free GPU
+    instances and the replicas it hosts (for max replicas per node).
+
+    >>> room = Room.of(snap, leaving=["node-3"])
+    >>> room.why_not(replica, "node-1") or room.place(replica, "node-1")
+    """
+
+    nodes: dict[str, Node]
+    free: dict[str, dict[str, float]]
+    gpus: dict[str, list[float]]
+    hosting: dict[str, list[Replica]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, snapshot: Snapshot, leaving: Iterable[str] = ()) -> Room:
+        gone = set(leaving)
+        open_ = {n.id: n for n in snapshot.nodes if n.alive and not n.draining and n.id not in gone}
+        hosting: dict[str, list[Replica]] = {n: [] for n in open_}
+        for replica in snapshot.replicas:
+            if replica.node_id in hosting:
+                hosting[replica.node_id].append(replica)
+        return cls(
+            open_,
+            {n: dict(node.available) for n, node in open_.items()},
+            {n: gpu_instances(node) for n, node in open_.items()},
+            hosting,
+        )
+
+    def copy(self) -> Room:
+        return Room(
+            dict(self.nodes),
+            {n: dict(f) for n, f in self.free.items()},
+            {n: list(g) for n, g in self.gpus.items()},
+            {n: list(h) for n, h in self.hosting.items()},
+        )
+
+    def close(self, node_id: str) -> list[Replica]:
+        """Take ``node_id`` out (it drains): it takes nothing more; returns the replicas it hosted."""
+        self.nodes.pop(node_id, None)
+        self.free.pop(node_id, None)
+        self.gpus.pop(node_id, None)
+        return self.hosting.pop(node_id, [])
+
+    def serve_would_consider(self, replica: Replica, node_id: str) -> bool:
+        """Whether Ray Serve's scheduler counts ``node_id`` as a place for ``replica``: its scalar
+        resources, labels and max replicas per node (not GPU instances, which only the raylet sees)."""
+        return not self._scalar_reason(replica, node_id)
+
+    def why_not(self, replica: Replica, node_id: str) -> str:
+        """Why ``replica`` may not start on ``node_id`` now, or '' where it may."""
+        return self._scalar_reason(replica, node_id) or (
+            ""
+            if take_gpu(self.gpus[node_id], replica.resources.get("GPU", 0.0)) is not None
+            else "its free GPU is split across GPU instances"
+        )
+
+    def place(self, replica: Replica, node_id: str) -> None:
+        """Count ``replica`` as started on ``node_id``."""
+        self.free[node_id] = {k: v - replica.resources.get(k, 0.0) for k, v in self.free[node_id].items()}
+        self.gpus[node_id] = take_gpu(self.gpus[node_id], replica.resources.get("GPU", 0.0)) or []
+        self.hosting[node_id].append(replica)
+
+    def _scalar_reason(self, replica: Replica, node_id: str) -> str:
+        if node_id not in self.nodes:
+            return "the node is draining, gone or leaving"
+        if not fits(self.free[node_id], replica.resources):
+            return "not enough free resources"
+        if not label_match(self.nodes[node_id], replica.label_selector):
+            return "its labels do not match the replica's label selector"
+        limit = replica.max_replicas_per_node
+        if limit is not None and sum(1 for r in self.hosting[node_id] if r.key == replica.key) >= limit:
+            return f"it already runs max_replicas_per_node={limit} of the deployment"
+        return ""
 
 
 def stuck(snapshot: Snapshot, after_s: float) -> list[Replica]:

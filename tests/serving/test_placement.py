@@ -1,9 +1,19 @@
-"""Which replicas count as stuck: on no node too long while a live node has room (pure logic, no Ray)."""
+"""The placement model (pure logic, no Ray): which replicas count as stuck, what Room allows, and that the
+planner, the steering and the executor's check agree with it."""
 
 from __future__ import annotations
 
-from servelab.serving.placement import gpu_instances, stuck, take_gpu
+import random
+from collections import Counter
+from dataclasses import replace
+
+import pytest
+
+from servelab.serving.executor import _cannot_move
+from servelab.serving.placement import Room, gpu_instances, stuck, take_gpu
+from servelab.serving.planner import plan as make_plan
 from servelab.serving.snapshot import Node, Replica, Snapshot
+from servelab.testing.clusters import fragmented_cluster, wide_cluster
 
 NOW = 1_000.0
 
@@ -60,3 +70,51 @@ def test_gpu_instances_are_read_from_worker_slots_and_reconciled_with_the_gcs() 
     # A replica just stopped: its worker still lists a slot the GCS already counts as free. The raylet
     # is behind; its figures would hide room that exists, so the scalar view stays for this look.
     assert instances_free(2, [(0, 0.5), (1, 0.5), (1, 0.5)], 1.0) is None
+
+
+def test_the_executor_will_not_move_a_wave_onto_a_node_at_its_max_replicas_per_node() -> None:
+    # s has the room but already runs the deployment's one replica per node: Serve would refuse it, so
+    # the executor must not drain v (before, its check ignored the limit and the compaction stalled).
+    limited = {"max_replicas_per_node": 1}
+    snap = Snapshot(
+        (node("s", 3.0), node("v", 3.0)),
+        (Replica("a", "d", "app", "s", {"GPU": 1.0}, **limited), Replica("b", "d", "app", "v", {"GPU": 1.0}, **limited)),
+        taken_at=NOW,
+    )
+    assert "no longer fits" in _cannot_move(["v"], snap, {"a": "s", "b": "s"})
+    unlimited = Snapshot(snap.nodes, tuple(replace(r, max_replicas_per_node=None) for r in snap.replicas), taken_at=NOW)
+    assert _cannot_move(["v"], unlimited, {"a": "s", "b": "s"}) == ""
+    room = Room.of(snap, leaving=["v"])
+    assert "max_replicas_per_node=1" in room.why_not(snap.replicas[1], "s")
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_every_move_the_planner_makes_is_one_the_placement_model_allows(seed: int) -> None:
+    # Random fragmented clusters, half the deployments limited to as many replicas per node as they
+    # now run on their fullest node and one labelled: the planner's array rules and Room must agree.
+    rng = random.Random(seed)
+    snap = (wide_cluster if seed % 2 else fragmented_cluster)(rng.choice([8, 12, 16]), seed=seed)
+    fullest: dict[str, int] = {}
+    for (deployment, _), count in Counter((r.deployment, r.node_id) for r in snap.replicas).items():
+        fullest[deployment] = max(fullest.get(deployment, 0), count)
+    limits = {d: n for d, n in sorted(fullest.items()) if rng.random() < 0.5}
+    zone = {n.id: {"zone": rng.choice("ab")} for n in snap.nodes}
+    nodes = tuple(replace(n, labels=zone[n.id]) for n in snap.nodes)
+    labelled = rng.choice(sorted({r.deployment for r in snap.replicas}))
+    replicas = tuple(
+        replace(
+            r, max_replicas_per_node=limits.get(r.deployment), label_selector={"zone": "a"} if r.deployment == labelled else {}
+        )
+        for r in snap.replicas
+    )
+    snap = Snapshot(nodes, replicas, taken_at=NOW)
+    plan = make_plan(snap, time_limit_s=0.5)
+    by_id = {r.id: r for r in snap.replicas}
+    room = Room.of(snap, leaving=plan.nodes_to_free)
+    for move in plan.moves:
+        assert move.source in plan.nodes_to_free  # it empties nodes, it does not shuffle the ones that stay
+        replica = by_id[move.replica]
+        assert room.why_not(replica, move.target) == "", move
+        room.place(replica, move.target)
+    if plan.nodes_to_free:
+        assert _cannot_move(list(plan.nodes_to_free), snap, plan.layout) == ""
