@@ -324,7 +324,7 @@ class ServelabMagics(Magics):
         plan = serving.plan(snap, objective=args.objective, max_moves=args.max_moves, keep=keep)
         urls = [] if args.no_probe or not self.probe_requests else _urls()
         if args.dry_run:
-            return CompactionPanel(snap, plan, probe=compaction_probe(urls))
+            return CompactionPanel(snap, plan, probe=compaction_probe(urls), budget=budget)
         probe = serving.LoadProbe(urls) if urls else None
         if plan.nodes_to_free:
             calling = f"; calling {len(urls)} deployment(s) throughout" if urls else ""

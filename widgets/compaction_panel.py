@@ -8,6 +8,7 @@ from html import escape
 
 import ipywidgets as W
 
+from servelab.serving.budget import Budget
 from servelab.serving.executor import CompactionEvent, CompactionReport, LoadProbe
 from servelab.serving.planner import Plan, projected
 from servelab.serving.snapshot import Snapshot
@@ -33,7 +34,7 @@ class CompactionPanel(SummarisedBox):
     Compact runs the plan in a background thread (the kernel stays free), shows each event as it
     happens, then the report: nodes freed, replicas moved, failed requests, p50/p99 before and during.
 
-    >>> panel = CompactionPanel(snapshot(), plan(snapshot()))   # or: %compact --dry-run
+    >>> panel = CompactionPanel(snapshot(), plan(snapshot()), budget=Budget(max_draining=2))   # or: %compact --dry-run --max-draining 2
     >>> panel.run(); panel.wait().nodes_freed
     """
 
@@ -43,12 +44,14 @@ class CompactionPanel(SummarisedBox):
         plan: Plan,
         compact: Callable[..., CompactionReport] | None = None,
         probe: Callable[[], LoadProbe | None] | None = None,
+        budget: Budget | None = None,
     ) -> None:
 
         from servelab.serving import compact as run_compaction
 
         self.snapshot = snapshot
         self.plan = plan
+        self.budget = budget  # the dry run's: the button runs exactly what was shown
         self.events: list[CompactionEvent] = []
         self.report: CompactionReport | None = None
         self.error = ""
@@ -103,7 +106,7 @@ class CompactionPanel(SummarisedBox):
     def _work(self) -> None:
         try:
             probe = self._probe() if self._probe is not None else None
-            self.report = self._compact(self.plan, probe=probe, on_event=self._on_event)
+            self.report = self._compact(self.plan, budget=self.budget, probe=probe, on_event=self._on_event)
             self.outcome.value = report_html(self.report)
             self.button.description = "Done" if not self.report.stopped else "Stopped"
         except Exception as exc:  # shown in the panel: the kernel thread must not see it

@@ -196,7 +196,7 @@ def test_scale_down_then_dry_run_then_compaction_from_the_panel(shell: Interacti
     view = ClusterView(autostart=False)
     view.pause.value = True
     assert view.paused
-    panel = line(shell, "compact", "--dry-run")
+    panel = line(shell, "compact", "--dry-run --max-draining 2 --min-saving 0")
     assert isinstance(panel, CompactionPanel)
     assert panel.plan.nodes_after < panel.plan.nodes_before == before
     assert panel.button.disabled is False and "free" in panel.button.description
@@ -205,6 +205,7 @@ def test_scale_down_then_dry_run_then_compaction_from_the_panel(shell: Interacti
     report = panel.wait(300)
     assert report is not None, panel.error
     assert not report.stopped, report.reason
+    assert report.budget == serving.Budget(max_draining=2, min_saving_per_move=0.0)  # the dry run's, not the default
     assert len(report.nodes_freed) == len(panel.plan.nodes_to_free)
     assert report.failed_requests == 0
     assert [e.kind for e in panel.events][-1] == "done" and "freed" in panel.outcome.value
