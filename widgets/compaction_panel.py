@@ -47,6 +47,8 @@ class CompactionPanel(SummarisedBox):
         budget: Budget | None = None,
     ) -> None:
 
+        import plotly.graph_objects as go
+
         from servelab.serving import compact as run_compaction
 
         self.snapshot = snapshot
@@ -61,14 +63,17 @@ class CompactionPanel(SummarisedBox):
         after = projected(snapshot, plan)
         rows = [node_label(n) for n in sorted(snapshot.nodes, key=lambda n: (not n.head, n.type, n.id))]
         palette = deployment_colours(snapshot)  # the same colours in both
-        self.before = figure_widget(cluster_traces(snapshot, nodes=rows, palette=palette), cluster_layout(snapshot, "Now"))
-        self.after = figure_widget(
-            cluster_traces(after, legend=False, nodes=rows, palette=palette), cluster_layout(after, "After the plan")
+        # Both figures are complete before their widgets exist: an edit sent to a plotly widget before
+        # JupyterLab draws it can leave it drawn empty (seen: "After the plan" as bare axes).
+        now = go.Figure(cluster_traces(snapshot, nodes=rows, palette=palette), cluster_layout(snapshot, "Now"))
+        planned = go.Figure(
+            cluster_traces(after, legend=False, nodes=rows, palette=palette),
+            cluster_layout(after, "After the plan", height=now.layout.height),  # freed nodes stay as empty rows
         )
-        self.after.layout.height = self.before.layout.height  # freed nodes stay as empty rows, so rows line up
-        self.after.update_yaxes(categoryarray=list(reversed(rows)))
-        for figure in (self.before, self.after):
-            figure.layout.width = HALF_WIDTH_PX
+        planned.update_yaxes(categoryarray=list(reversed(rows)))  # so rows line up
+        for figure in (now, planned):
+            figure.update_layout(width=HALF_WIDTH_PX)
+        self.before, self.after = figure_widget(now), figure_widget(planned)
         self.details = W.HTML(plan_html(plan))
         self.button = W.Button(
             description=f"Compact: free {len(plan.nodes_to_free)} node(s)",

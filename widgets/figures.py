@@ -24,12 +24,12 @@ UNITS = {"GPU": "GPU", "CPU": "CPU", "memory": "GiB"}
 COLUMN_GAP = 0.1
 
 
-def figure_widget(data: Any = None, layout: Any = None) -> Any:
-    """A plotly FigureWidget for a view: hover for the figures, no toolbar (it sat over the legend;
-    these views are read, not zoomed)."""
+def figure_widget(figure: Any = None) -> Any:
+    """A plotly FigureWidget for a view, of a finished ``figure`` (or empty, for a view that draws
+    later): hover for the figures, no toolbar (it sat over the legend; these views are read, not zoomed)."""
     import plotly.graph_objects as go
 
-    widget = go.FigureWidget(data, layout)
+    widget = go.FigureWidget(figure)
     widget._config = {"displayModeBar": False}
     return widget
 
