@@ -14,6 +14,7 @@ from servelab import serving
 from servelab.errors import MAGIC, SIDEBAR, ClusterError, CompactionError, DeploymentError, StalePlanError
 from servelab.serving import Snapshot, ray_adapter, reader
 from servelab.serving.gpus import LOGICAL, LOGICAL_NOTE
+from servelab.serving.snapshot import short_id
 from servelab.testing import NginxServer
 from servelab.testing.apps import Echo, Pipeline, WeightsSummary
 from servelab.widgets.model import Header
@@ -260,7 +261,7 @@ def test_compact_refuses_to_run_beside_a_drain_it_did_not_start(cluster: str) ->
     assert accepted
     snap = serving.snapshot()
     assert [(n.id, n.drained_by) for n in snap.foreign_drains] == [(victim, "other")]
-    with pytest.raises(CompactionError, match=f"being emptied already: {victim[:12]} by a drain servelab did not start"):
+    with pytest.raises(CompactionError, match=f"being emptied already: {short_id(victim)} by a drain servelab did not start"):
         serving.compact()
     after = serving.snapshot()  # Serve's own pending replacement (no node has room) may appear: not a move
     assert [n.id for n in after.nodes if n.draining] == [victim]  # compact() drained nothing

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from servelab import serving
+from servelab.serving.snapshot import short_id
 from servelab.testing.scenarios import fragment_for_one_move, kill_migration_target
 
 from .conftest import reset
@@ -21,7 +22,7 @@ def test_a_crashed_migration_target_stops_compaction_and_every_deployment_recove
     finally:
         serving.delete_all()
     report = run.report
-    assert report.stopped and run.killed[:12] in report.reason and "left the cluster" in report.reason
+    assert report.stopped and short_id(run.killed) in report.reason and "left the cluster" in report.reason
     # A node emptied and released before the crash was noticed (missed heartbeats take tens of seconds)
     # may count as freed; the crashed node never does.
     assert run.killed not in report.nodes_freed
