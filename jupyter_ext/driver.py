@@ -84,8 +84,8 @@ def op_plan(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any]],
 def op_compact(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     from servelab import serving
 
-    plan = serving.Plan.from_dict(args["plan"])
-    budget = serving.Budget(**args.get("budget", {}))
+    plan = serving.Plan.from_dict(args["plan"])  # with the budget it was planned with
+    budget = serving.Budget(**args["budget"]) if "budget" in args else None  # the sidebar's choice when it runs
     report = serving.compact(plan, budget=budget, on_event=lambda event: emit(event.to_dict()))
     return report.to_dict()
 

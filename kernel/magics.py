@@ -306,14 +306,12 @@ class ServelabMagics(Magics):
     def compact(self, line: str) -> Any:
         """Migrate replicas onto fewer nodes with zero downtime and free the idle nodes.
 
-        %compact --dry-run      the plan: before and after, moves, savings, a Compact button
+        %compact --dry-run      the Plan, shown as before and after, moves, savings, a Compact button
         %compact [--objective nodes|cost] [--max-moves K] [--max-draining N] [--min-saving USD]
                                 run it, events as they happen, then the report
         %compact --auto on [--delay S] [--max-draining N] [--min-saving USD]   |   --auto off   |   --auto status
         """
         from servelab import serving
-        from servelab.widgets import CompactionPanel
-        from servelab.widgets.compaction_panel import compaction_probe
 
         args = parse_argstring(self.compact, line)
         budget = serving.Budget(args.max_draining, args.max_migrating, args.min_saving)
@@ -321,15 +319,15 @@ class ServelabMagics(Magics):
             return _auto(args.auto, args.delay, args.objective, budget)
         snap = serving.snapshot()
         keep = [_node_id(snap, prefix) for prefix in args.keep]
-        plan = serving.plan(snap, objective=args.objective, max_moves=args.max_moves, keep=keep)
-        urls = [] if args.no_probe or not self.probe_requests else _urls()
+        plan = serving.plan(snap, objective=args.objective, max_moves=args.max_moves, keep=keep, budget=budget)
         if args.dry_run:
-            return CompactionPanel(snap, plan, probe=compaction_probe(urls), budget=budget)
+            return plan  # shown as its CompactionPanel (kernel/display.py); serving.compact(plan) runs it
+        urls = [] if args.no_probe or not self.probe_requests else deployment_urls()
         probe = serving.LoadProbe(urls) if urls else None
         if plan.nodes_to_free:
             calling = f"; calling {len(urls)} deployment(s) throughout" if urls else ""
             print(f"freeing {len(plan.nodes_to_free)} node(s), moving {len(plan.moves)} replica(s){calling}")
-        return serving.compact(plan, budget=budget, probe=probe, on_event=_print_event)
+        return serving.compact(plan, probe=probe, on_event=_print_event)
 
     @line_magic
     @friendly
@@ -412,7 +410,8 @@ def _deployed(name: str, app: str | None) -> Deployed:
     return Deployed(info, url, serving.handle(name, info.app), serving.weight_loads(name, info.app))
 
 
-def _urls() -> list[str]:
+def deployment_urls() -> list[str]:
+    """The URLs a compaction calls throughout to count failed requests: one per routed application."""
     from servelab import serving
 
     return probe_urls(serving.deployments(), serving.url)

@@ -114,13 +114,15 @@ class AutoCompactor:
                 if left > 0:
                     wait = min(wait, left)  # look again when the delay ends, not up to an interval later
                     continue
-                proposal = plan(snapshot(), objective="cost" if self._policy.objective == "cost" else "nodes")
+                proposal = plan(
+                    snapshot(), objective="cost" if self._policy.objective == "cost" else "nodes", budget=self._policy.budget
+                )
                 self._quiet.since = time.time()  # look again only after another quiet delay
                 if not proposal.nodes_to_free or not_worth_it(proposal, self._policy.budget):
                     self._last_reason = not_worth_it(proposal, self._policy.budget) or "nothing to free"
                     continue
                 self._state = "compacting"
-                report = compact(proposal, budget=self._policy.budget, on_event=self._record)
+                report = compact(proposal, on_event=self._record)
                 self._compactions += 1
                 self._freed += len(report.nodes_freed)
                 self._moved += report.replicas_moved

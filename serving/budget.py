@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from servelab.errors import CompactionError
-from servelab.serving.planner import Plan
 from servelab.serving.snapshot import Replica
+
+if TYPE_CHECKING:  # a Plan carries its Budget, so the planner imports this module
+    from servelab.serving.planner import Plan
 
 
 @dataclass(frozen=True)

@@ -140,7 +140,8 @@ def compact(
     node_timeout_s: float = 180.0,
     **plan_options: Any,
 ) -> CompactionReport:
-    """Run ``plan`` (or a fresh ``plan(snapshot(), **plan_options)``) with zero downtime, within ``budget``.
+    """Run ``plan`` (or a fresh ``plan(snapshot(), budget=budget, **plan_options)``) with zero downtime,
+    within its budget (``budget`` given here replaces the plan's).
 
     Refuses a plan made for a cluster that has changed since (StalePlanError) and one not worth its
     moves (the report says why). Nodes drain in waves of ``budget.max_draining``, the next as soon
@@ -149,15 +150,14 @@ def compact(
     report and changes nothing. ``probe`` measures request latency before and during.
 
     >>> compact(dry_run=True).plan.nodes_to_free
-    >>> report = compact(budget=Budget(max_draining=2))
+    >>> report = compact(plan(snapshot(), budget=Budget(max_draining=2)))   # or compact(budget=...)
     >>> report.nodes_freed, report.replicas_moved, report.replicas_as_planned
     """
     started = time.monotonic()
-    budget = budget or Budget()
     session = context.current()
     snap = snapshot()
     if plan is None:
-        plan = make_plan(snap, **plan_options)
+        plan = make_plan(snap, budget=budget, **plan_options)
     elif plan_options:
         raise CompactionError(f"pass either a plan or planning options {sorted(plan_options)}, not both.")
     elif plan.fingerprint != snap.fingerprint():
@@ -169,6 +169,7 @@ def compact(
                 SIDEBAR: changed + "press Plan again for a new one.",
             },
         )
+    budget = budget or plan.budget
     busy = "" if dry_run else _busy_elsewhere(snap)
     if busy:
         raise CompactionError(busy)
@@ -257,7 +258,7 @@ def compact(
             remaining = [n for n in remaining if n not in wave]
             if remaining and _cannot_move(remaining, snap, current.layout):
                 # Serve chose other targets than planned and the rest no longer fits: plan what remains again.
-                fresh = make_plan(snap, objective="cost" if plan.objective == "cost" else "nodes")
+                fresh = make_plan(snap, objective="cost" if plan.objective == "cost" else "nodes", budget=budget)
                 current = as_serve_places(snap, fresh, budget.max_draining)
                 remaining = [n for n in current.nodes_to_free if n not in stopping]
                 total = len(freed) + len(stopping) + len(remaining)

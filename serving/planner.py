@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 from servelab.errors import CompactionError
+from servelab.serving.budget import Budget
 from servelab.serving.fragmentation import lower_bound, nodes_in_use
 from servelab.serving.placement import EPSILON, gpu_instances, label_match
 from servelab.serving.snapshot import Node, Replica, Snapshot, format_resources, short_id
@@ -70,6 +71,8 @@ class Plan:
     # Replica id -> why its real GPU memory (NVML) may not fit where it moves: planning counts Ray's
     # reservations, which say nothing of memory; empty where no readings exist.
     memory_warnings: dict[str, str] = field(default_factory=dict)
+    # How it is to be run: compact(plan) drains within it, so a dry run's button runs what it showed.
+    budget: Budget = field(default_factory=Budget)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +87,7 @@ class Plan:
         fields["moves"] = tuple(Move(**m) for m in data["moves"])
         for name in ("nodes_to_free", "idle_nodes"):
             fields[name] = tuple(data[name])
+        fields["budget"] = Budget(**data.get("budget", {}))
         return cls(**fields)
 
 
@@ -171,14 +175,16 @@ def plan(
     exact_limit: int = 60,
     time_limit_s: float = 4.0,
     seed: int = 0,
+    budget: Budget | None = None,
 ) -> Plan:
     """Plan a compaction of ``snapshot``: free as many nodes (or as much cost) as possible.
 
-    ``keep`` names nodes never to free; ``max_moves`` bounds the replicas moved. Within
+    ``keep`` names nodes never to free; ``max_moves`` bounds the replicas moved; ``budget`` is how
+    ``compact(plan)`` will run it (it travels with the plan; the layout does not depend on it). Within
     ``time_limit_s``: clusters with up to ``exact_limit`` freeable nodes are solved exactly, and any
     time left improves the layout by re-packing subsets of nodes exactly (seeded by ``seed``).
 
-    >>> p = plan(snapshot(), objective="cost")
+    >>> p = plan(snapshot(), objective="cost", budget=Budget(max_draining=2))
     >>> p.nodes_to_free, p.freed_cost_per_hour
     """
     started = time.perf_counter()
@@ -191,6 +197,7 @@ def plan(
     unknown = set(keep) - {n.id for n in snapshot.nodes}
     if unknown:
         raise PlanError(f"keep names unknown node(s) {sorted(unknown)}; pass node ids from snapshot().nodes.")
+    budget = budget or Budget()
     model = _build(snapshot, keep, objective)
     layout, blocked = _heuristic(model, max_moves)
     method, optimal = "heuristic", False
@@ -211,7 +218,8 @@ def plan(
             searched = _search(model, layout, target, deadline, random.Random(seed))
             if _score(model, searched) < _score(model, layout) - EPSILON:
                 layout, method = searched, "search"
-    return _result(snapshot, model, layout, blocked, keep, objective, method, optimal, time.perf_counter() - started)
+    result = _result(snapshot, model, layout, blocked, keep, objective, method, optimal, time.perf_counter() - started)
+    return replace(result, budget=budget)
 
 
 def _build(snapshot: Snapshot, keep: list[str], objective: Objective) -> _Model:

@@ -8,7 +8,6 @@ from html import escape
 
 import ipywidgets as W
 
-from servelab.serving.budget import Budget
 from servelab.serving.executor import CompactionEvent, CompactionReport, LoadProbe
 from servelab.serving.planner import Plan, projected
 from servelab.serving.snapshot import Snapshot
@@ -34,7 +33,7 @@ class CompactionPanel(SummarisedBox):
     Compact runs the plan in a background thread (the kernel stays free), shows each event as it
     happens, then the report: nodes freed, replicas moved, failed requests, p50/p99 before and during.
 
-    >>> panel = CompactionPanel(snapshot(), plan(snapshot()), budget=Budget(max_draining=2))   # or: %compact --dry-run --max-draining 2
+    >>> panel = CompactionPanel(snapshot(), plan(snapshot(), budget=Budget(max_draining=2)))   # or: %compact --dry-run --max-draining 2
     >>> panel.run(); panel.wait().nodes_freed
     """
 
@@ -44,7 +43,6 @@ class CompactionPanel(SummarisedBox):
         plan: Plan,
         compact: Callable[..., CompactionReport] | None = None,
         probe: Callable[[], LoadProbe | None] | None = None,
-        budget: Budget | None = None,
     ) -> None:
 
         import plotly.graph_objects as go
@@ -53,7 +51,6 @@ class CompactionPanel(SummarisedBox):
 
         self.snapshot = snapshot
         self.plan = plan
-        self.budget = budget  # the dry run's: the button runs exactly what was shown
         self.events: list[CompactionEvent] = []
         self.report: CompactionReport | None = None
         self.error = ""
@@ -111,7 +108,7 @@ class CompactionPanel(SummarisedBox):
     def _work(self) -> None:
         try:
             probe = self._probe() if self._probe is not None else None
-            self.report = self._compact(self.plan, budget=self.budget, probe=probe, on_event=self._on_event)
+            self.report = self._compact(self.plan, probe=probe, on_event=self._on_event)
             self.outcome.value = report_html(self.report)
             self.button.description = "Done" if not self.report.stopped else "Stopped"
         except Exception as exc:  # shown in the panel: the kernel thread must not see it

@@ -133,12 +133,20 @@ def plan_aim(plan: Plan) -> str:
     return f"{goal}; no plan does better" if plan.optimal else f"{goal}; a quick search's answer, maybe not the best"
 
 
+def plan_pace(plan: Plan) -> str:
+    """How the plan will run: its budget in words ("1 node draining at a time, ...")."""
+    budget = plan.budget
+    nodes = "1 node draining at a time" if budget.max_draining == 1 else f"up to {budget.max_draining} nodes draining at once"
+    per_deployment = f", at most {budget.max_migrating} replica(s) of a deployment moving at once" if budget.max_migrating else ""
+    return f"runs {nodes}{per_deployment}, if it saves at least ${budget.min_saving_per_move:.2f}/h per move"
+
+
 def plan_text(plan: Plan) -> str:
     lines = [
         f"Plan ({plan_aim(plan)}): "
         f"{plan.nodes_before} -> {plan.nodes_after} node(s) in use (lower bound {plan.lower_bound}), "
         f"frees {len(plan.nodes_to_free)} node(s), {format_resources(_shown(plan.freed_resources)) or 'nothing'}, "
-        f"${plan.freed_cost_per_hour:.2f}/h, {len(plan.moves)} move(s) ({_per_move(plan)})"
+        f"${plan.freed_cost_per_hour:.2f}/h, {len(plan.moves)} move(s) ({_per_move(plan)}); {plan_pace(plan)}"
     ]
     lines += [
         f"  move {m.app}/{m.deployment} {short_id(m.replica)}: {short_id(m.source)} -> {short_id(m.target)}" for m in plan.moves
@@ -155,7 +163,8 @@ def plan_html(plan: Plan) -> str:
         f"<div><b>Plan</b> ({escape(plan_aim(plan))}): "
         f"{plan.nodes_before} &rarr; {plan.nodes_after} node(s) in use (lower bound {plan.lower_bound}); "
         f"frees <b>{len(plan.nodes_to_free)}</b> node(s): {escape(format_resources(_shown(plan.freed_resources)) or 'nothing')}, "
-        f"<b>${plan.freed_cost_per_hour:.2f}/h</b> for {len(plan.moves)} move(s) ({escape(_per_move(plan))})"
+        f"<b>${plan.freed_cost_per_hour:.2f}/h</b> for {len(plan.moves)} move(s) ({escape(_per_move(plan))}); "
+        f"{escape(plan_pace(plan))}"
         + (_table(["deployment", "replica", "from", "to"], moves) if moves else "<br><i>no moves</i>")
         + (_table(["node that stays", "why"], stays) if stays else "")
         + (

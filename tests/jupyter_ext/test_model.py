@@ -10,7 +10,7 @@ import pytest
 from servelab.jupyter_ext.handlers import compaction_budget, planning_options
 from servelab.jupyter_ext.manager import ApiError
 from servelab.jupyter_ext.model import PLAN_VIEW_ONLY, cluster_model, plan_model
-from servelab.serving import CacheEntry, Plan, Snapshot, fragmentation, plan
+from servelab.serving import Budget, CacheEntry, Plan, Snapshot, fragmentation, plan
 from servelab.testing.clusters import fragmented_cluster
 from servelab.widgets.model import node_label
 from servelab.widgets.summary import plan_aim
@@ -35,11 +35,11 @@ def test_cluster_model_is_json_and_accounts_for_every_node_and_replica() -> None
 
 def test_a_plan_survives_its_trip_through_json() -> None:
     snap = fragmented_cluster(10, seed=0)
-    made = plan(snap)
+    made = plan(snap, budget=Budget(max_draining=3, min_saving_per_move=0.5))
     model = json.loads(json.dumps(plan_model(made, snap)))
     assert set(model["labels"]) == {n.id for n in snap.nodes}
     assert model["aim"] == plan_aim(made)
-    assert Plan.from_dict({k: v for k, v in model.items() if k not in PLAN_VIEW_ONLY}) == made
+    assert Plan.from_dict({k: v for k, v in model.items() if k not in PLAN_VIEW_ONLY}) == made  # its budget too
 
 
 @pytest.mark.parametrize(

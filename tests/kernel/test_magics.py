@@ -188,6 +188,14 @@ def test_cluster_view_draws_every_node_and_deployment(shell: InteractiveShell) -
     view.close()
 
 
+def shown_widget(shell: InteractiveShell, value: object) -> object:
+    """The widget the notebook displays for ``value`` (by the model id in its display bundle)."""
+    from ipywidgets.widgets.widget import _instances
+
+    bundle = shell.display_formatter.format(value)[0]
+    return _instances[bundle["application/vnd.jupyter.widget-view+json"]["model_id"]]
+
+
 def test_scale_down_then_dry_run_then_compaction_from_the_panel(shell: InteractiveShell) -> None:
     before = len([n for n in serving.snapshot().workers if serving.snapshot().replicas_on(n.id)])
     for name, count in (("echo", 2), ("tagged", 2)):
@@ -196,16 +204,20 @@ def test_scale_down_then_dry_run_then_compaction_from_the_panel(shell: Interacti
     view = ClusterView(autostart=False)
     view.pause.value = True
     assert view.paused
-    panel = line(shell, "compact", "--dry-run --max-draining 2 --min-saving 0")
-    assert isinstance(panel, CompactionPanel)
-    assert panel.plan.nodes_after < panel.plan.nodes_before == before
+    plan = line(shell, "compact", "--dry-run --max-draining 2 --min-saving 0")
+    assert isinstance(plan, serving.Plan)  # the domain object: plan.nodes_to_free works, compact(plan) runs it
+    assert plan.budget == serving.Budget(max_draining=2, min_saving_per_move=0.0)
+    assert plan.nodes_after < plan.nodes_before == before
+    assert "up to 2 nodes draining at once" in shell.display_formatter.format(plan)[0]["text/plain"]
+    panel = shown_widget(shell, plan)  # what the notebook shows for it
+    assert isinstance(panel, CompactionPanel) and panel.plan is plan
     assert panel.button.disabled is False and "free" in panel.button.description
     assert len(panel.after.data) > 0 and "Plan" in panel.summary_html()
     panel.run()
     report = panel.wait(300)
     assert report is not None, panel.error
     assert not report.stopped, report.reason
-    assert report.budget == serving.Budget(max_draining=2, min_saving_per_move=0.0)  # the dry run's, not the default
+    assert report.budget == plan.budget  # the button ran what the dry run showed, not the default budget
     assert len(report.nodes_freed) == len(panel.plan.nodes_to_free)
     assert report.failed_requests == 0
     assert [e.kind for e in panel.events][-1] == "done" and "freed" in panel.outcome.value
