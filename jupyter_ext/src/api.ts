@@ -122,6 +122,7 @@ export interface PlanModel {
   lower_bound: number;
   method: string;
   optimal: boolean;
+  budget: Budget; // how compact(plan) runs it
   aim: string; // what the plan aimed for and how good it is, in words
   labels: Record<string, string>;
 }

@@ -15,6 +15,7 @@ from servelab import serving
 from servelab.serving import discovery
 from servelab.testing import ClusterProcess, free_port
 from tests.jupyter_ext.conftest import SLOW
+from tests.jupyter_ext.wire import drift
 
 pytestmark = pytest.mark.slow
 ROUTES = [
@@ -47,11 +48,12 @@ async def test_clusters_lists_the_configured_and_the_discovered_cluster(api: Any
     assert answer["refresh_interval_s"] == 2.0
     (entry,) = answer["clusters"]  # one cluster, found twice: listed once
     assert entry["address"] == cluster and entry["source"] == "configured" and entry["reachable"] is True
+    assert drift(entry, "ClusterEntry") == []  # what api.ts declares, field by field
 
 
 async def test_cluster_model_shows_nodes_deployments_and_fragmentation(api: Any, fragmented: serving.Snapshot) -> None:
     code, model = await api("GET", "cluster")
-    assert code == 200
+    assert code == 200 and drift(model, "ClusterModel") == []
     workers = [n for n in model["nodes"] if not n["head"]]
     assert len(workers) == 3 and model["nodes"][0]["head"]
     assert {(d["name"], d["status"], d["running_replicas"], d["target_replicas"]) for d in model["deployments"]} == {
@@ -116,6 +118,7 @@ async def test_a_compaction_runs_and_its_events_are_observable_while_it_runs(
 ) -> None:
     code, plan = await api("POST", "plans", body={"objective": "nodes"})
     assert code == 201 and len(plan["nodes_to_free"]) == 1 and len(plan["moves"]) == 2
+    assert drift(plan, "PlanModel") == []
     assert set(plan["labels"]) >= set(plan["nodes_to_free"])
     code, refused = await api("POST", "compactions", body={"plan": plan["fingerprint"], "budget": {"min_saving_per_move": 1000}})
     assert code == 202 and refused["budget"]["min_saving_per_move"] == 1000
@@ -150,6 +153,7 @@ async def test_a_compaction_runs_and_its_events_are_observable_while_it_runs(
         assert code == 409 and compaction in busy["message"]  # one compaction per cluster at a time
         await asyncio.sleep(0.5)
     assert state["state"] == "done", state
+    assert drift(state, "CompactionModel") == []
     assert state["budget"]["max_draining"] == 2 and state["report"]["budget"]["max_draining"] == 2
     assert "draining" in seen_while_running  # events arrive while it runs, not only at the end
     assert state["report"]["nodes_freed"] == plan["nodes_to_free"] and state["report"]["replicas_moved"] == 2
@@ -160,6 +164,7 @@ async def test_a_compaction_runs_and_its_events_are_observable_while_it_runs(
     events = [json.loads(line[len("data: ") :]) for line in text.splitlines() if line.startswith("data: ")]
     assert [e["kind"] for e in events[:-1]] == ["planned", "draining", "migrated", "released", "done"]
     assert events[-1]["state"] == "done" and "event: end" in text
+    assert all(drift(event, "CompactionEvent") == [] for event in events[:-1])
 
     code, model = await api("GET", "cluster")
     assert model["header"]["nodes_in_use"] == 1 and model["compaction"] is None
