@@ -7,7 +7,7 @@ import queue
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from servelab.errors import LoaderError
 from servelab.loader.checkpoint import CheckpointFile, Include, open_checkpoint
@@ -56,8 +56,21 @@ def stream(
     return _Pipeline(uri, target, dtype, include, storage_options, chunk_size, concurrency, retries, progress).run()
 
 
-def load(uri: str, **options: Any) -> dict[str, torch.Tensor]:
-    """Load a whole checkpoint into a state dict; takes the options of :func:`stream`.
+class StreamOptions(TypedDict, total=False):
+    """The keyword options of :func:`stream`, which :func:`load` takes too (defaults there)."""
+
+    device: str | torch.device
+    dtype: torch.dtype | None
+    include: Include
+    storage_options: dict[str, Any] | None
+    chunk_size: int
+    concurrency: int
+    retries: int
+    progress: Progress
+
+
+def load(uri: str, **options: Unpack[StreamOptions]) -> dict[str, torch.Tensor]:
+    """Load a whole checkpoint into a state dict; the options are :func:`stream`'s.
 
     Either every selected tensor is returned or an error is raised: never a partial state dict.
 
