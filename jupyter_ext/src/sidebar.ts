@@ -234,22 +234,28 @@ export class ServelabSidebar extends Widget {
           {},
           h(
             'span',
-            { class: 'servelab-DeploymentName' },
+            { class: 'servelab-DeploymentName', title: d.message },
             h('span', { class: 'servelab-Swatch', style: `background:${palette.get(key) ?? '#888'}` }),
             h('span', {}, d.name)
-          )
+          ),
+          d.app === d.name ? null : h('div', { class: 'servelab-Note' }, `in ${d.app}`)
         ),
         h('td', {}, h('span', { class: `servelab-State servelab-state-${d.status.toLowerCase()}` }, d.status)),
-        h('td', {}, replicas),
-        d.unplaced
-          ? h('td', { class: 'servelab-Pending', title: `${d.unplaced} replica(s) waiting for a node${d.message ? ': ' + d.message : ''}` }, `+${d.unplaced} pending`)
-          : h('td', { title: d.message }, d.app === d.name ? '' : d.app)
+        // Three columns fit the sidebar's width; what is pending goes under the count, not beside it.
+        h(
+          'td',
+          {},
+          replicas,
+          d.unplaced
+            ? h('div', { class: 'servelab-Pending', title: `${d.unplaced} replica(s) waiting for a node${d.message ? ': ' + d.message : ''}` }, `+${d.unplaced} pending`)
+            : null
+        )
       );
     });
     return h(
       'table',
       { class: 'servelab-Deployments' },
-      h('thead', {}, h('tr', {}, h('th', {}, 'deployment'), h('th', {}, 'status'), h('th', {}, 'replicas'), h('th', {}, ''))),
+      h('thead', {}, h('tr', {}, h('th', {}, 'deployment'), h('th', {}, 'status'), h('th', {}, 'replicas'))),
       h('tbody', {}, ...rows)
     );
   }
