@@ -4,7 +4,7 @@ shows its cluster and plans, and ``%servelab down`` leaves no servelab process u
 repository's notebooks are unchanged afterwards.
 
 Screenshots of each state go to ``SERVELAB_SCREENSHOTS`` (default /tmp/servelab-screenshots); the
-README's images come from here.
+documentation's images (docs/images) come from here.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 It finds the test's embedded cluster through its discovery record, shows its nodes and deployments,
 plans and runs a compaction from the panel and sees the node count drop, scales a deployment from
 its row, and shows what the peer weight cache holds. Screenshots (light and
-dark) go to ``SERVELAB_SCREENSHOTS`` (default: a temporary directory); the README's come from here.
+dark) go to ``SERVELAB_SCREENSHOTS`` (default: a temporary directory); the docs' images (docs/images) come from here.
 """
 
 from __future__ import annotations
