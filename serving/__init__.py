@@ -31,10 +31,11 @@ from servelab.serving.deployments import (
     weight_loads,
 )
 from servelab.serving.discovery import ClusterRecord, find_clusters
-from servelab.serving.executor import CompactionEvent, CompactionReport, LatencyStats, LoadProbe, compact
+from servelab.serving.executor import CompactionEvent, CompactionReport, compact
 from servelab.serving.fragmentation import Fragmentation, fragmentation
 from servelab.serving.llm import deploy_llm
 from servelab.serving.planner import Move, Plan, PlanError, plan, projected
+from servelab.serving.probe import LatencyStats, LoadProbe
 from servelab.serving.reader import snapshot
 from servelab.serving.replica_weights import ReplicaTimeline
 from servelab.serving.snapshot import DeploymentInfo, ModelCount, Node, Replica, Snapshot

@@ -8,8 +8,9 @@ from html import escape
 
 import ipywidgets as W
 
-from servelab.serving.executor import CompactionEvent, CompactionReport, LoadProbe
+from servelab.serving.executor import CompactionEvent, CompactionReport
 from servelab.serving.planner import Plan, projected
+from servelab.serving.probe import LoadProbe
 from servelab.serving.snapshot import Snapshot
 from servelab.widgets.base import SummarisedBox
 from servelab.widgets.figures import cluster_layout, cluster_traces, figure_widget

@@ -11,8 +11,9 @@ from html import escape
 
 from servelab.loader.progress import format_bytes
 from servelab.serving.budget import saving_per_move
-from servelab.serving.executor import CompactionReport, LatencyStats
+from servelab.serving.executor import CompactionReport
 from servelab.serving.planner import Plan
+from servelab.serving.probe import LatencyStats
 from servelab.serving.snapshot import Snapshot, format_resources, short_id
 from servelab.widgets.model import Header, ModelRow, Phase, label_of, node_label
 
