@@ -71,11 +71,12 @@ def multiplexed_class(cls: type, template: str, max_models: int, load_options: d
         @serve.multiplexed(max_num_models_per_replica=max_models)
         async def model(self, model_id: str) -> _Held:
             from servelab.loader import load
+            from servelab.serving.replica_weights import replica_load_options
 
             uri = model_uri(template, model_id)
             started = time.perf_counter()
             try:
-                state = await asyncio.to_thread(load, uri, device="auto", progress=False, **load_options)
+                state = await asyncio.to_thread(lambda: load(uri, **replica_load_options(load_options)))
             except LoaderError as exc:
                 raise self._unloadable(model_id, uri, exc) from exc
             seconds = time.perf_counter() - started

@@ -51,6 +51,21 @@ class ReplicaTimeline:
         return self.nbytes / self.stream_s / 1e9 if self.stream_s else 0.0
 
 
+def replica_load_options(options: dict[str, Any], device: Any = None) -> dict[str, Any]:
+    """What a replica passes to ``load()``: the deployment's weights options, on ``device`` (default:
+    the replica's own GPU where Ray gave it one, read from the options' device, else the CPU), and
+    never a progress bar (no notebook runs there). The one place these are merged (a replica's
+    weights, the peer cache's holder, a multiplexed model).
+
+    >>> replica_load_options({"dtype": torch.bfloat16, "device": "cuda"})["device"]   # cuda:N, N the replica's GPU
+    """
+    if device is None:
+        from servelab.loader.sinks import resolve_device
+
+        device = resolve_device(gpus.replica_device(options.get("device", "auto"), ray_adapter.reserved_gpus()))
+    return {**options, "device": device, "progress": False}
+
+
 def with_weights(cls: type, uri: str, options: dict[str, Any], peer_cache: bool) -> type:
     """A subclass of ``cls`` whose constructor gets the weights first, and that records its timeline."""
     answers = any("__call__" in vars(k) for k in cls.__mro__[:-1])
@@ -86,13 +101,13 @@ def _weights(uri: str, options: dict[str, Any], peer_cache: bool) -> tuple[dict[
     source, streamed by this node's holder into the object store and published for the replicas after
     this one (this replica then maps it from its own node's store)."""
     from servelab.loader import load
-    from servelab.loader.sinks import resolve_device
 
-    device = resolve_device(gpus.replica_device(options.get("device", "auto"), ray_adapter.reserved_gpus()))
+    load_options = replica_load_options(options)
+    device = load_options["device"]
     started = time.time()
     directory = weight_cache.directory() if peer_cache else None
     if directory is None:
-        state = load(uri, **{"device": device, "progress": False, **options})
+        state = load(uri, **load_options)
         return state, REMOTE, started, time.time() - started
     key = json.dumps([uri, options.get("include"), str(options.get("dtype"))])
     while (refs := ray_adapter.call(directory, "acquire", key)) is not None:

@@ -145,9 +145,10 @@ class WeightHolder:
         """Stream ``uri`` from its source into this node's object store; the object, its size and the
         seconds the loader took to read it."""
         from servelab.loader import load
+        from servelab.serving.replica_weights import replica_load_options  # it imports this module
 
         started = time.perf_counter()
-        state = load(uri, **{**options, "device": "cpu", "progress": False})
+        state = load(uri, **replica_load_options(options, device="cpu"))  # into the object store: host memory
         seconds = time.perf_counter() - started
         self._held[key] = ray_adapter.put(packed(state))
         return [self._held[key]], sum(t.nbytes for t in state.values()), seconds
