@@ -100,6 +100,8 @@ def _weights(uri: str, options: dict[str, Any], peer_cache: bool) -> tuple[dict[
     take a fresh replica a second or more) and the seconds its bytes moved: the peer cache when it holds the checkpoint, else the
     source, streamed by this node's holder into the object store and published for the replicas after
     this one (this replica then maps it from its own node's store)."""
+    import torch  # noqa: F401 - before the clock: importing it took 1.5 s of a first load's 1.6 here
+
     from servelab.loader import load
 
     load_options = replica_load_options(options)

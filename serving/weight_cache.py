@@ -139,6 +139,8 @@ class WeightHolder:
     an object it put over to another owner.)"""
 
     def __init__(self) -> None:
+        import torch  # noqa: F401 - 1.5 s here, at the holder's start, not inside its first read's time
+
         self._held: dict[str, Any] = {}
 
     def fetch(self, key: str, uri: str, options: dict[str, Any]) -> tuple[list[Any], int, float]:
