@@ -357,9 +357,9 @@ def _cannot_move(nodes: list[str], snap: Snapshot, layout: dict[str, str]) -> st
     if gone:
         return f"node {gone[0]} is gone"
     leaving = sorted((r for node_id in nodes for r in snap.replicas_on(node_id)), key=lambda r: -sum(r.resources.values()))
-    if _fits_as_planned(Room.of(snap, leaving=nodes), leaving, layout):
-        return ""
     room = Room.of(snap, leaving=nodes)
+    if _fits_as_planned(room.copy(), leaving, layout):
+        return ""
     for replica in leaving:
         options = [n for n in room.nodes if not room.why_not(replica, n)]
         if not options:

@@ -79,20 +79,27 @@ class LiveView(SummarisedBox, Generic[T]):
                 snap = self._read()
             except Exception as exc:  # a widget must survive a cluster that went away
                 self.error = str(exc)
-                self.header.value = self._unread_html()
+                gone = self._cluster_gone()
+                if gone:
+                    self._stop.set()  # nothing will answer again: stop refreshing
+                self.header.value = self._unread_html(gone)
                 return None
             self.error = ""
             self.snapshot = snap
             self.draw(snap)
             return snap
 
-    def _unread_html(self) -> str:
-        """Why nothing was read: no cluster in this kernel any more (it stopped refreshing), or one that
-        does not answer (it keeps trying)."""
+    @staticmethod
+    def _cluster_gone() -> bool:
+        """This kernel has no cluster any more (stopped or detached), as opposed to one not answering."""
         from servelab.serving import context
 
-        if context.get() is None:
-            self._stop.set()
+        return context.get() is None
+
+    def _unread_html(self, gone: bool) -> str:
+        """Why nothing was read: no cluster in this kernel any more, or one that does not answer (the
+        view keeps trying)."""
+        if gone:
             shown = "this view shows the cluster as it last was; " if self.snapshot is not None else ""
             return (
                 '<span style="color:var(--jp-ui-font-color2, #666)">No cluster in this kernel (stopped or detached): '

@@ -33,7 +33,7 @@ def colours(holders: list[str]) -> dict[str, str]:
     free = list(range(len(PALETTE)))
     for name in sorted(set(holders) - set(FIXED)):
         own = zlib.crc32(name.encode()) % len(PALETTE)
-        slot = next((s for s in sorted(free, key=lambda s: (s - own) % len(PALETTE))), own)  # its own, else the next free
+        slot = min(free, key=lambda s: (s - own) % len(PALETTE), default=own)  # its own, else the next free
         if free:
             free.remove(slot)
         chosen[name] = PALETTE[slot]
