@@ -18,6 +18,7 @@ import socket
 from typing import Any
 
 from servelab.errors import MAGIC, ClusterError
+from servelab.ports import free_port, port_is_free
 from servelab.serving import context, discovery, gpus, ray_adapter
 from servelab.serving.context import NodeType, Session
 
@@ -299,17 +300,14 @@ def _node_plan(
 
 
 def _serve_port(port: int | None) -> int:
-    """The port Serve's proxy will take: the one asked for if free, else 8000 or any free one."""
+    """The port Serve's proxy will take: the one asked for if free, else 8000 or a quiet free one."""
     if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
         raise ClusterError(f"http_port={port!r} must be a TCP port number (1-65535).")
-    for candidate in (port,) if port is not None else (SERVE_PORT, 0):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", candidate))
-            except OSError:
-                continue
-            return int(sock.getsockname()[1])
-    raise ClusterError(f"port {port} on 127.0.0.1 is taken; pass another http_port, or none to pick a free one.")
+    if port is not None:
+        if port_is_free(port):
+            return port
+        raise ClusterError(f"port {port} on 127.0.0.1 is taken; pass another http_port, or none to pick a free one.")
+    return SERVE_PORT if port_is_free(SERVE_PORT) else free_port()
 
 
 def check_reachable(address: str, timeout_s: float = 3.0) -> None:

@@ -12,7 +12,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from servelab.testing.servers import _Process, free_port
+from servelab.ports import free_port
+from servelab.testing.servers import _Process
 
 CHROMIUM_ARGS = [
     "--headless",

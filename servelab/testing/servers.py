@@ -6,10 +6,8 @@ Each is a context manager that owns its process and temporary directory and clea
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from servelab.errors import ServelabError
+from servelab.ports import free_port
 
 NGINX_CONFIG = """\
 {user}worker_processes 1;
@@ -46,21 +45,6 @@ http {{
     }}
 }}
 """
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago, below the kernel's ephemeral range
-    (32768-60999) and above Ray's worker ports (10002-19999): a port the kernel hands out for
-    outgoing connections can be held by one of them, or in TIME_WAIT, when the server binds it
-    (seen: Serve's proxy "Failed to bind" after a load client's many connections)."""
-    for port in random.sample(range(20_000, 32_768), 200):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise OSError("no free TCP port on 127.0.0.1 between 20000 and 32767")
 
 
 class _Process:
