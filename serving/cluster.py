@@ -15,11 +15,13 @@ import logging
 import os
 import secrets
 import socket
+import time
 from typing import Any
 
 from servelab.errors import MAGIC, ClusterError
 from servelab.ports import free_port, port_is_free
-from servelab.serving import context, discovery, gpus, ray_adapter
+from servelab.serving import autoscaler, context, discovery, gpus, ray_adapter
+from servelab.serving.autoscaler import NodeLimits
 from servelab.serving.context import NodeType, Session
 
 log = logging.getLogger("servelab.serving")
@@ -39,6 +41,8 @@ def up(
     node_types: dict[str, dict[str, Any]] | None = None,
     http_port: int | None = None,
     ray_compaction_delay_s: float | None = None,
+    autoscale: bool = False,
+    idle_timeout_s: float = 60.0,
 ) -> str:
     """Start the embedded cluster: a head plus ``nodes`` workers (or ``node_types`` counts), and Serve.
 
@@ -51,16 +55,29 @@ def up(
     node compaction is off, so that one compactor (servelab's) moves replicas, unless
     ``ray_compaction_delay_s`` turns it on with that delay. Returns the address.
 
+    ``autoscale=True`` hands the workers to Ray's own autoscaler (its local node provider): each
+    node type gives ``"min"`` and ``"max"`` instead of ``"count"`` (without ``node_types``, one type
+    with at most ``nodes`` workers), the autoscaler launches nodes for replicas that do not fit and
+    terminates nodes idle for ``idle_timeout_s``. Its GPUs are logical (``serving.autoscaler`` says why).
+
     >>> up(nodes=3, gpus_per_node=2)
     '127.0.0.1:6379'
+    >>> up(autoscale=True, node_types={"gpu2": {"min": 0, "max": 4, "cpus": 1, "gpus": 2}}, idle_timeout_s=30)
+    '127.0.0.1:28113'
     """
     machine = gpus.visible_gpus()
     if gpus_per_node is None:
         gpus_per_node = gpus.default_gpus_per_node(nodes if isinstance(nodes, int) else 1, len(machine))
-    types, counts = _node_plan(nodes, cpus_per_node, gpus_per_node, memory_per_node, node_types)
-    order = [name for name, count in counts.items() for _ in range(count)]
-    gpu_plan = gpus.plan_gpus([types[name].gpus for name in order], machine)
-    if gpu_plan.logical and any(types[name].gpus for name in order):
+    limits: dict[str, NodeLimits] | None = None
+    if autoscale:
+        types, limits = _autoscaling_plan(nodes, cpus_per_node, gpus_per_node, memory_per_node, node_types)
+        order: list[str] = []
+        gpu_plan = gpus.GpuPlan(gpus.LOGICAL, (), len(machine), AUTOSCALED_GPUS)
+    else:
+        types, counts = _node_plan(nodes, cpus_per_node, gpus_per_node, memory_per_node, node_types)
+        order = [name for name, count in counts.items() for _ in range(count)]
+        gpu_plan = gpus.plan_gpus([types[name].gpus for name in order], machine)
+    if gpu_plan.logical and any(spec.gpus for spec in types.values()):
         log.warning("%s", gpu_plan.describe())
     http_port = _serve_port(http_port)
     with context.lock:
@@ -73,15 +90,28 @@ def up(
         token = secrets.token_urlsafe(32)
         auth_env = ray_adapter.use_token(token)
         try:
-            cluster = ray_adapter.start_embedded(ray_compaction_delay_s)
+            if limits is None:
+                cluster = ray_adapter.start_embedded(ray_compaction_delay_s)
+            else:
+                cluster = _start_autoscaling(types, limits, idle_timeout_s, gpu_plan, ray_compaction_delay_s)
         except BaseException:
             ray_adapter.restore_auth(auth_env)
             raise
-        session = Session(cluster.address, cluster, types, auth_env=auth_env, gpu_plan=gpu_plan, machine_gpus=tuple(machine))
+        session = Session(
+            cluster.address,
+            cluster,
+            types,
+            auth_env=auth_env,
+            gpu_plan=gpu_plan,
+            machine_gpus=tuple(machine),
+            autoscaling=limits,
+        )
         try:
             started = [_add_worker(session, name, gpu_plan.devices[i]) for i, name in enumerate(order)]
             _wait_for_workers(session, started)
             ray_adapter.init(cluster.address)
+            if limits is not None:
+                _wait_for_minimum(limits)
             ray_adapter.start_serve(http_port)
         except BaseException:
             ray_adapter.shutdown()
@@ -90,8 +120,49 @@ def up(
             raise
         session.record = discovery.write_record(cluster.address, http_port, None, embedded=True, token=token)
         context.set_session(session)
-        log.info("embedded cluster up at %s with %d workers", cluster.address, sum(counts.values()))
+        log.info("embedded cluster up at %s", cluster.address)
         return str(cluster.address)
+
+
+AUTOSCALED_GPUS = "Ray's local node provider starts every raylet it launches alike, so none can have GPUs of its own"
+
+
+def _start_autoscaling(
+    types: dict[str, NodeType],
+    limits: dict[str, NodeLimits],
+    idle_timeout_s: float,
+    gpu_plan: gpus.GpuPlan,
+    compaction_delay_s: float | None,
+) -> Any:
+    gcs_port = free_port()
+    launched = {
+        name: {
+            "resources": {**spec.resources, "object_store_memory": ray_adapter.WORKER_OBJECT_STORE},
+            "labels": {**spec.labels, NODE_TYPE_LABEL: name, GPU_MODE_LABEL: gpu_plan.mode},
+        }
+        for name, spec in types.items()
+    }
+    settings = autoscaler.config(launched, limits, idle_timeout_s, f"{ray_adapter.LOOPBACK}:{gcs_port}", head_cpus=1)
+    # Not the logical plan's empty CUDA_VISIBLE_DEVICES: the provider refuses a GPU node started with it.
+    environment = {**autoscaler.ENVIRONMENT, **gpu_plan.environment_for(())}
+    environment.pop("CUDA_VISIBLE_DEVICES")
+    return ray_adapter.start_embedded(compaction_delay_s, settings, gcs_port, environment)
+
+
+def _wait_for_minimum(limits: dict[str, NodeLimits]) -> None:
+    """Until the autoscaler has launched each type's ``min`` workers."""
+    wanted = {name: limit.min for name, limit in limits.items() if limit.min}
+    deadline = time.monotonic() + NODE_START_TIMEOUT_S
+    while wanted:
+        alive = [node_type_of(raw.labels) for raw in ray_adapter.nodes() if raw.alive and not raw.head]
+        if all(alive.count(name) >= count for name, count in wanted.items()):
+            return
+        if time.monotonic() > deadline:
+            raise ClusterError(
+                f"the autoscaler had not launched the minimum workers ({wanted}) within {NODE_START_TIMEOUT_S:.0f} s: "
+                "this machine may be short of CPU or memory: stop other work, or lower min."
+            )
+        time.sleep(0.5)
 
 
 def connect(
@@ -170,8 +241,11 @@ def add_node(node_type: str | None = None) -> str:
     >>> add_node("gpu4")
     """
     session = context.current()
-    if session.embedded is None:
-        raise ClusterError("add_node() works on the embedded cluster only; a real cluster's autoscaler adds nodes.")
+    if not session.removes_nodes:
+        raise ClusterError(
+            "add_node() works on the fixed embedded cluster only; on this cluster the autoscaler launches nodes "
+            "when replicas do not fit: scale a deployment up instead."
+        )
     name = node_type or next(iter(session.node_types))
     if name not in session.node_types:
         raise ClusterError(f"unknown node type {name!r}; this cluster has {sorted(session.node_types)}.")
@@ -183,8 +257,8 @@ def add_node(node_type: str | None = None) -> str:
 def remove_node(node_id: str) -> None:
     """Remove a worker of the embedded cluster (what an autoscaler does to an idle node)."""
     session = context.current()
-    if session.embedded is None:
-        raise ClusterError("servelab never removes nodes of a real cluster; its autoscaler reclaims idle nodes.")
+    if not session.removes_nodes:
+        raise ClusterError("servelab never removes nodes of an autoscaling cluster; its autoscaler terminates idle nodes.")
     node = session.workers.pop(node_id, None)
     if node is None:
         raise ClusterError(f"{node_id!r} is not a worker of the embedded cluster.")
@@ -291,12 +365,35 @@ def _node_plan(
         count = spec.pop("count", 1)
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise ClusterError(f"node type {name!r}: count={count!r} must be a non-negative integer.")
-        try:
-            types[name] = NodeType(**spec)
-        except TypeError as exc:
-            raise ClusterError(f"node type {name!r}: {exc}; use cpus, gpus, memory, labels, cost_per_hour, count.") from None
+        types[name] = _node_type(name, spec, "count")
         counts[name] = count
     return types, counts
+
+
+def _autoscaling_plan(
+    nodes: int, cpus: float, gpus: float, memory: int | None, node_types: dict[str, dict[str, Any]] | None
+) -> tuple[dict[str, NodeType], dict[str, NodeLimits]]:
+    """Node types and how many of each the autoscaler may run: ``nodes`` is the one type's max."""
+    if node_types is None:
+        if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+            raise ClusterError(f"nodes={nodes!r} must be a positive integer (the most workers the autoscaler runs).")
+        return {"worker": NodeType(cpus, gpus, memory)}, {"worker": NodeLimits(0, nodes)}
+    types, limits = {}, {}
+    for name, given in node_types.items():
+        spec = dict(given)
+        try:
+            limits[name] = NodeLimits(spec.pop("min", 0), spec.pop("max", 4))
+        except ClusterError as exc:
+            raise ClusterError(f"node type {name!r}: {exc}") from None
+        types[name] = _node_type(name, spec, "min, max")
+    return types, limits
+
+
+def _node_type(name: str, spec: dict[str, Any], counts: str) -> NodeType:
+    try:
+        return NodeType(**spec)
+    except TypeError as exc:
+        raise ClusterError(f"node type {name!r}: {exc}; use cpus, gpus, memory, labels, cost_per_hour, {counts}.") from None
 
 
 def _serve_port(port: int | None) -> int:

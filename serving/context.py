@@ -38,6 +38,11 @@ class NodeType:
         if price is not None and (isinstance(price, bool) or not isinstance(price, int | float) or price < 0):
             raise ClusterError(f"cost_per_hour={price!r} must be a non-negative number.")
 
+    @property
+    def resources(self) -> dict[str, float]:
+        """A node of this type's resources as Ray names them."""
+        return {"CPU": self.cpus, "GPU": self.gpus, **({"memory": float(self.memory)} if self.memory is not None else {})}
+
 
 @dataclass
 class Session:
@@ -58,10 +63,17 @@ class Session:
     gpu_plan: GpuPlan | None = None  # how up() gave the machine's GPUs to raylets; None for a cluster it did not start
     machine_gpus: tuple[int, ...] = ()  # the physical GPUs up() could hand out
     gpu_devices: dict[str, tuple[int, ...]] = field(default_factory=dict)  # worker node id -> its physical GPUs
+    autoscaling: dict[str, Any] | None = None  # node type -> NodeLimits where Ray's autoscaler owns the workers
 
     @property
     def owner(self) -> bool:
         return self.embedded is not None
+
+    @property
+    def removes_nodes(self) -> bool:
+        """Whether servelab itself removes a freed node (the fixed embedded cluster, standing in for an
+        autoscaler); elsewhere an autoscaler terminates it once idle."""
+        return self.embedded is not None and self.autoscaling is None
 
 
 _session: Session | None = None

@@ -303,10 +303,14 @@ def _forget_reports(prefix: str) -> None:
 
 
 def check_some_node_fits(name: str, shape: dict[str, float]) -> None:
-    """Refuse, before anything is deployed, a replica shape that no node could ever hold."""
-    nodes = [n for n in snapshot().nodes if not n.draining]
-    if not any(fits(n.total, shape) for n in nodes):
-        offered = sorted({format_resources({k: v for k, v in n.total.items() if k != "memory"}) for n in nodes})
+    """Refuse, before anything is deployed, a replica shape that no node could ever hold (on an
+    autoscaling cluster: no running node, and no node type the autoscaler may launch)."""
+    nodes = [n.total for n in snapshot().nodes if not n.draining]
+    session = context.current()
+    if session.autoscaling is not None:
+        nodes += [spec.resources for name, spec in session.node_types.items() if session.autoscaling[name].max]
+    if not any(fits(total, shape) for total in nodes):
+        offered = sorted({format_resources({k: v for k, v in total.items() if k != "memory"}) for total in nodes})
         raise DeploymentError(
             f"{name!r}: a replica needs {format_resources(shape)}, which no node of "
             f"this cluster can ever hold (nodes offer: {'; '.join(offered)}). Ask for less, or add a bigger node."

@@ -4,9 +4,11 @@ A node drained through the GCS with reason PREEMPTION and no deadline makes Serv
 replacement replica elsewhere before it stops the old one, so requests keep being served. The
 executor checks before each wave that its nodes' replicas fit elsewhere and starts the next wave
 as soon as the replacements run (the old replicas' graceful stop overlaps it); each node is released
-once it hosts nothing and the peer cache's copies held there moved to a node that stays (embedded
-cluster: removed; elsewhere Ray ends a drained, idle raylet and an autoscaler reclaims the machine).
-It stops safely, with a report, when a node dies midway.
+once it hosts nothing and the peer cache's copies held there moved to a node that stays (fixed
+embedded cluster: removed; elsewhere Ray ends a drained, idle raylet and the autoscaler terminates
+the node, which the report follows on a cluster whose autoscaler reports its state). It never starts
+while the autoscaler launches nodes for unmet demand, nor moves replicas onto a node it would
+terminate, and stops safely, with a report, when a node dies midway.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from servelab.errors import MAGIC, SIDEBAR, CompactionError, StalePlanError
-from servelab.serving import context, ray_adapter
+from servelab.serving import context, ray_adapter, reader
+from servelab.serving.autoscaler import termination_line
 from servelab.serving.budget import Budget, as_planned, not_worth_it, waves
 from servelab.serving.cluster import remove_node
 from servelab.serving.placement import Room, stuck
@@ -38,7 +41,7 @@ STUCK_AFTER_S = 30.0
 class CompactionEvent:
     """One step of a compaction, for widgets and websockets."""
 
-    kind: str  # planned | draining | migrated | released | replanned | stopped | done
+    kind: str  # planned | draining | migrated | released | replanned | terminated | stopped | done
     node: str | None
     message: str
     elapsed_s: float
@@ -65,6 +68,7 @@ class CompactionReport:
     during: LatencyStats | None = None
     replicas_as_planned: int = 0
     budget: Budget | None = None
+    terminated: tuple[tuple[str, float], ...] = ()  # freed node, seconds from its drain until the autoscaler terminated it
 
     @property
     def failed_requests(self) -> int | None:
@@ -115,7 +119,7 @@ def compact(
             },
         )
     budget = budget or plan.budget
-    busy = "" if dry_run else _busy_elsewhere(snap)
+    busy = "" if dry_run else _busy_elsewhere(snap) or _autoscaler_busy(snap, plan)
     if busy:
         raise CompactionError(busy)
     plan = as_serve_places(snap, plan, budget.max_draining)  # the order and targets Serve will keep to
@@ -141,6 +145,7 @@ def compact(
     expected = {n.id for n in snap.nodes}  # nodes that must stay: a drained one may leave by itself once empty
     freed: list[str] = []
     draining: list[str] = []  # drained, not yet released
+    drained_at: dict[str, float] = {}
     stopping: list[str] = []  # of those, the ones whose replicas run elsewhere now, finishing their last requests
     handovers: dict[str, Any] = {}  # migrated node: its cached weights moving to a node that stays
     moved = placed = 0
@@ -150,12 +155,12 @@ def compact(
     def release(nodes: list[str]) -> None:
         for node_id in nodes:
             release_cached_weights(node_id, handovers.pop(node_id, None))  # held there, they would keep it busy
-            if session.embedded is not None:
+            if session.removes_nodes:
                 remove_node(node_id)
                 ray_adapter.forget(DRAIN_RECORD, node_id)
                 message = f"{short_id(node_id)} released"
             else:
-                message = f"{short_id(node_id)} is idle and drained; Ray ends its raylet, an autoscaler reclaims the machine"
+                message = f"{short_id(node_id)} is idle and drained; Ray ends its raylet, the autoscaler terminates the node"
             draining.remove(node_id)
             stopping.remove(node_id)
             freed.append(node_id)
@@ -172,6 +177,7 @@ def compact(
             replicas = sum(len(snap.replicas_on(n)) for n in wave)
             for node_id in wave:
                 _drain(node_id)
+                drained_at[node_id] = time.monotonic()
                 draining.append(node_id)
                 expected.discard(node_id)  # Ray ends a drained raylet once it is idle
                 emit(
@@ -223,6 +229,11 @@ def compact(
             release([n for n in stopping if not left.replicas_on(n)])
     finally:
         stats = probe.stop() if probe is not None else {}
+    terminated: list[tuple[str, float]] = []
+    if freed and not session.removes_nodes and snap.autoscaler is not None:
+        for node_id, after_s in _await_terminations(freed, drained_at, node_timeout_s):
+            terminated.append((node_id, after_s))
+            emit("terminated", node_id, termination_line(node_id, after_s), len(freed))
     if reason:
         emit("stopped", None, reason, len(freed))
     else:
@@ -240,6 +251,7 @@ def compact(
         during=stats.get("during"),
         replicas_as_planned=placed,
         budget=budget,
+        terminated=tuple(terminated),
     )
 
 
@@ -273,6 +285,44 @@ def _busy_elsewhere(snap: Snapshot) -> str:
         f"node(s) are being emptied already: {busy}. Two compactions at once would fight over the same "
         "replicas; compact again once that has finished (snapshot().foreign_drains is empty)."
     )
+
+
+def _autoscaler_busy(snap: Snapshot, plan: Plan) -> str:
+    """Why not to compact beside Ray's autoscaler now, or '': it is launching nodes for unmet demand
+    (the replicas it launches for would land wherever compaction makes room), or the plan moves
+    replicas onto a node that hosts none, which the autoscaler terminates once idle."""
+    state = snap.autoscaler
+    if state is None:
+        return ""
+    if state.busy:
+        return (
+            f"the autoscaler is busy: {state.describe()}. Compacting now would race its launches; compact again "
+            "once it is at rest (snapshot().autoscaler.describe() is empty)."
+        )
+    idle = sorted({m.target for m in plan.moves if not snap.replicas_on(m.target) and state.node(m.target)})
+    if idle:
+        return (
+            f"the plan moves replicas onto {', '.join(short_id(n) for n in idle)}, idle node(s) the autoscaler "
+            "terminates once their idle timeout passes; plan again (plan(snapshot())) once it has."
+        )
+    return ""
+
+
+def _await_terminations(freed: list[str], drained_at: dict[str, float], timeout_s: float) -> list[tuple[str, float]]:
+    """Wait (at most ``timeout_s``) until the autoscaler has terminated each freed node; each node
+    with the seconds from its drain until it was seen terminated."""
+    deadline = time.monotonic() + timeout_s
+    waiting = list(freed)
+    done: list[tuple[str, float]] = []
+    while waiting and time.monotonic() < deadline:
+        state = reader.autoscaler_state()
+        if state is None:
+            break
+        for node_id in [n for n in waiting if state.terminated(n)]:
+            waiting.remove(node_id)
+            done.append((node_id, time.monotonic() - drained_at[node_id]))
+        time.sleep(POLL_S * 5)
+    return done
 
 
 def _wait_replaced(

@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from servelab.serving import autoscaler
 from servelab.serving.snapshot import DeploymentInfo, Replica
 
 HEAD_MARKER = "node:__internal_head__"
@@ -134,12 +136,21 @@ WORKER_OBJECT_STORE = 2 * 2**30
 WORKER_NICENESS = "RAY_worker_niceness"
 
 
-def start_embedded(compaction_delay_s: float | None = None) -> Any:
+def start_embedded(
+    compaction_delay_s: float | None = None,
+    autoscaling: dict[str, Any] | None = None,
+    gcs_port: int = 0,
+    monitor_environment: dict[str, str] | None = None,
+) -> Any:
     """A head raylet (no GPUs, no dashboard) on this machine, bound to 127.0.0.1, with Serve's pack scheduling on.
 
     Its GCS, raylets, object managers and agents listen on 127.0.0.1 alone. Serve replicas still
     listen on every interface: their inter-deployment gRPC server binds ``[::]:0`` unconditionally
     (ray/serve/_private/replica.py, Ray 2.60); token authentication is what guards the rest.
+    With ``autoscaling`` (a config from ``serving.autoscaler.config``, whose provider dials
+    ``gcs_port``), the head's monitor runs Ray's autoscaler, which launches and terminates the
+    workers; ``monitor_environment`` is added to what the GCS and the monitor start with, and so
+    to every raylet the monitor launches.
     """
     os.environ["RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY"] = "1"
     # Pack scheduling turns on Serve's own node compaction, after deployments are stable for this
@@ -153,8 +164,27 @@ def start_embedded(compaction_delay_s: float | None = None) -> Any:
     dial_loopback()
     from ray.cluster_utils import Cluster
 
-    head = {"num_cpus": 1, "num_gpus": 0, "include_dashboard": False, "node_ip_address": LOOPBACK}
-    return Cluster(initialize_head=True, head_node_args=head)
+    head: dict[str, Any] = {"num_cpus": 1, "num_gpus": 0, "include_dashboard": False, "node_ip_address": LOOPBACK}
+    if autoscaling is None:
+        return Cluster(initialize_head=True, head_node_args=head)
+    folder = Path(tempfile.mkdtemp(prefix="servelab-autoscaler-"))
+    (folder / "autoscaling.json").write_text(json.dumps(autoscaling))
+    head.update(
+        gcs_server_port=gcs_port,
+        autoscaling_config=str(folder / "autoscaling.json"),
+        env_vars=dict(autoscaler.HEAD_ENVIRONMENT),
+    )
+    # The GCS and the monitor read these as they start; this process keeps its own environment.
+    saved = {name: os.environ.get(name) for name in monitor_environment or {}}
+    os.environ.update(monitor_environment or {})
+    try:
+        return Cluster(initialize_head=True, head_node_args=head)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def add_worker(
@@ -204,7 +234,36 @@ def wait_for_workers(cluster: Any, nodes: list[Any], timeout_s: float) -> None:
 
 
 def stop_embedded(cluster: Any) -> None:
+    """Stop the embedded cluster: the raylets an autoscaler launched first (they are the monitor's
+    children and would outlive it), then the head and the workers this process started."""
+    import psutil
+
+    for info in cluster.head_node.all_processes.get("monitor", []):
+        try:
+            monitor = psutil.Process(info.process.pid)
+            launched = monitor.children(recursive=True)
+            monitor.kill()  # so that it launches nothing more
+        except psutil.NoSuchProcess:
+            continue
+        for process in launched:
+            with suppress(psutil.NoSuchProcess):
+                process.terminate()
+        _, alive = psutil.wait_procs(launched, timeout=10)
+        for process in alive:
+            with suppress(psutil.NoSuchProcess):
+                process.kill()
     cluster.shutdown()
+
+
+def autoscaler_status() -> Any | None:
+    """Ray's autoscaler state (``ray.autoscaler.v2.sdk.get_cluster_status``), or None where the
+    cluster's GCS does not answer it (a Ray Client connection)."""
+    from ray.autoscaler.v2.sdk import get_cluster_status
+
+    try:
+        return get_cluster_status(_gcs().address)
+    except Exception:  # no autoscaler state is no autoscaler view, not an error
+        return None
 
 
 # --- nodes --------------------------------------------------------------------------------------

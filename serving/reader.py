@@ -6,11 +6,12 @@ import time
 from dataclasses import replace
 
 from servelab.serving import context, gpu_metrics, ray_adapter
+from servelab.serving.autoscaler import parse_status
 from servelab.serving.cluster import GPU_MODE_LABEL, node_type_of
 from servelab.serving.gpu_metrics import GpuReading
 from servelab.serving.gpus import LOGICAL
 from servelab.serving.multiplex import counts_by_replica
-from servelab.serving.snapshot import CacheEntry, Node, Snapshot
+from servelab.serving.snapshot import AutoscalerState, CacheEntry, Node, Snapshot
 from servelab.serving.weight_cache import weight_cache
 
 DRAIN_RECORD = "drain"  # key-value records of the drains servelab started, by node id
@@ -86,7 +87,17 @@ def _read(detailed: bool) -> Snapshot:
         weight_cache=cached,
         gpu_mode=plan.mode if plan is not None else _gpu_mode_of(nodes),
         gpus=readings,
+        autoscaler=autoscaler_state() if detailed else None,
     )
+
+
+def autoscaler_state() -> AutoscalerState | None:
+    """What Ray's autoscaler is doing (node lifecycle, launches, unmet demand), read from its state
+    API; None where the cluster's autoscaler reports nothing (no autoscaler, or autoscaler v1)."""
+    status = ray_adapter.autoscaler_status()
+    if status is None or not status.stats.autoscaler_version:
+        return None
+    return parse_status(status)
 
 
 def _gpu_mode_of(nodes: list[Node]) -> str:

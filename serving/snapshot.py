@@ -160,6 +160,62 @@ class CacheEntry:
 
 
 @dataclass(frozen=True)
+class NodeState:
+    """A live node as the autoscaler sees it: ``running`` (hosts work) or ``idle`` since ``idle_s``."""
+
+    node_id: str
+    type: str
+    status: str  # "running" | "idle"
+    idle_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Demand:
+    """Resources the cluster cannot place now: ``count`` bundles of ``bundle``."""
+
+    bundle: dict[str, float]
+    count: int
+
+
+@dataclass(frozen=True)
+class AutoscalerState:
+    """What Ray's autoscaler is doing: live nodes, nodes it is launching, demand it cannot place yet."""
+
+    nodes: tuple[NodeState, ...] = ()
+    launching: tuple[tuple[str, int], ...] = ()  # (node type, count) requested or starting
+    demand: tuple[Demand, ...] = ()
+    dead: tuple[str, ...] = ()  # node ids of nodes gone (terminated, or lost)
+
+    @property
+    def busy(self) -> bool:
+        """Whether the autoscaler is launching nodes, or has demand it has not met."""
+        return bool(self.launching or self.demand)
+
+    def node(self, node_id: str) -> NodeState | None:
+        return next((n for n in self.nodes if n.node_id == node_id), None)
+
+    def terminated(self, node_id: str) -> bool:
+        """Whether the node is gone from the autoscaler's live nodes (terminated, or lost)."""
+        return self.node(node_id) is None and node_id in self.dead
+
+    def describe(self) -> str:
+        """One line on what the autoscaler does, or '' when it is at rest.
+
+        >>> AutoscalerState(launching=(("cpu2", 1),), demand=(Demand({"CPU": 1.0}, 3),)).describe()
+        '3 request(s) of 1 CPU wait for a node: launching 1 node(s) of type cpu2'
+        """
+        waiting = ", ".join(f"{d.count} request(s) of {format_resources(d.bundle)}" for d in self.demand)
+        launching = ", ".join(f"{count} node(s) of type {name}" for name, count in self.launching)
+        if waiting and launching:
+            return f"{waiting} wait for a node: launching {launching}"
+        if waiting:
+            return f"{waiting} wait for a node; no node type fits them, or every type is at its max"
+        if launching:
+            return f"launching {launching}"
+        return ""
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Nodes, replicas and deployments at one moment (and, read in full, what the peer weight cache holds)."""
 
@@ -170,6 +226,7 @@ class Snapshot:
     weight_cache: tuple[CacheEntry, ...] = ()
     gpu_mode: str = ""  # "physical" or "logical" for a cluster up() started; "" where unknown
     gpus: tuple[GpuReading, ...] = ()  # NVML's readings of the physical GPUs the raylets hold (physical mode)
+    autoscaler: AutoscalerState | None = None  # what Ray's autoscaler does, where it reports (read in full only)
 
     def node(self, node_id: str) -> Node:
         for node in self.nodes:
@@ -268,11 +325,23 @@ class Snapshot:
                 GpuReading(**{**g, "processes": tuple(GpuProcess(**p) for p in g.get("processes", ()))})
                 for g in data.get("gpus", ())
             ),
+            autoscaler=_autoscaler_from(data.get("autoscaler")),
         )
 
     @classmethod
     def from_json(cls, text: str) -> Snapshot:
         return cls.from_dict(json.loads(text))
+
+
+def _autoscaler_from(data: dict[str, Any] | None) -> AutoscalerState | None:
+    if data is None:
+        return None
+    return AutoscalerState(
+        nodes=tuple(NodeState(**n) for n in data.get("nodes", ())),
+        launching=tuple((name, count) for name, count in data.get("launching", ())),
+        demand=tuple(Demand(**d) for d in data.get("demand", ())),
+        dead=tuple(data.get("dead", ())),
+    )
 
 
 def _tuple(values: list[float] | None) -> tuple[float, ...] | None:
