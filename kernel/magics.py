@@ -92,10 +92,13 @@ class ServelabMagics(Magics):
     )
     @argument("--cpus-per-node", type=float, help="up: CPUs per worker (default 1)")
     @argument("--http-port", type=int, help="up: Serve's HTTP port on 127.0.0.1 (default 8000, or a free one)")
+    @argument("--autoscale", action="store_true", help="up: Ray's autoscaler launches and terminates the workers")
+    @argument("--idle-timeout", type=float, default=60.0, metavar="S", help="up --autoscale: idle seconds before a worker goes")
     def servelab(self, line: str) -> Any:
         """Start, attach to, show or stop the cluster.
 
         %servelab up [--nodes 3] [--gpus-per-node N] [--cpus-per-node 1]   an embedded cluster
+        %servelab up --autoscale [--nodes MAX] [--idle-timeout 60]   0 to MAX workers, as Ray's autoscaler decides
         %servelab connect [ADDRESS]   an existing cluster (default: the one another kernel started)
         %servelab status              nodes, deployments, fragmentation
         %servelab view                the live ClusterView widget
@@ -117,8 +120,16 @@ class ServelabMagics(Magics):
             started = time.monotonic()
             with Line() as progress:
                 each = f"{cpus:g} CPU" + ("" if gpus is None else f", {gpus:g} GPU")
-                progress.show(f"starting an embedded cluster: {nodes} worker(s) of {each} ...")
-                address = serving.up(nodes=nodes, cpus_per_node=cpus, gpus_per_node=gpus, http_port=args.http_port)
+                kind = f"an autoscaling cluster: 0 to {nodes}" if args.autoscale else f"an embedded cluster: {nodes}"
+                progress.show(f"starting {kind} worker(s) of {each} ...")
+                address = serving.up(
+                    nodes=nodes,
+                    cpus_per_node=cpus,
+                    gpus_per_node=gpus,
+                    http_port=args.http_port,
+                    autoscale=args.autoscale,
+                    idle_timeout_s=args.idle_timeout,
+                )
             print(f"cluster up at {address} in {time.monotonic() - started:.1f} s; {serving.gpu_mode()}")
             return serving.snapshot()
         if args.action == "connect":

@@ -23,6 +23,7 @@ EVENT_ICONS = {
     "draining": "&#9203;",
     "migrated": "&#10132;",
     "released": "&#9989;",
+    "terminated": "&#128268;",
     "stopped": "&#9940;",
     "done": "&#127881;",
 }

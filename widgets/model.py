@@ -65,6 +65,7 @@ class Header:
     gone: int
     gpus: str = ""  # what the GPUs really are: the logical note, or NVML's physical figures
     pricing: str = ""  # where the $/h figures come from (a tooltip beside them)
+    autoscaler: str = ""  # what Ray's autoscaler is doing, where it reports: idle nodes, launches, unmet demand
 
     @classmethod
     def of(cls, snapshot: Snapshot, gone: int = 0) -> Header:
@@ -80,7 +81,26 @@ class Header:
             gone=gone,
             gpus=gpu_line(snapshot),
             pricing=pricing_note(snapshot),
+            autoscaler=autoscaler_line(snapshot),
         )
+
+
+def autoscaler_line(snapshot: Snapshot) -> str:
+    """What Ray's autoscaler is doing, in one line, or '' where it reports nothing: nodes idle (which
+    it terminates after its idle timeout) and why replicas are pending (what it is launching for them).
+
+    >>> autoscaler_line(snapshot)
+    'autoscaler: 2 running, 1 idle (4f1c2a9b for 12 s); 4 request(s) of GPU 0.5 wait for a node: launching 1 node(s) of type gpu2'
+    """
+    state = snapshot.autoscaler
+    if state is None:
+        return ""
+    idle = [n for n in state.nodes if n.status == "idle"]
+    line = f"autoscaler: {len(state.nodes) - len(idle)} running, {len(idle)} idle"
+    if idle:
+        line += " (" + ", ".join(f"{short_id(n.node_id)} for {n.idle_s:.0f} s" for n in idle) + ")"
+    doing = state.describe()
+    return f"{line}; {doing}" if doing else f"{line}; at rest"
 
 
 def pricing_note(snapshot: Snapshot) -> str:

@@ -32,6 +32,8 @@ def header_text(header: Header) -> str:
         line += f", {gone_text(header.gone)}"
     if header.gpus:
         line += f"; {header.gpus}"
+    if header.autoscaler:
+        line += f"; {header.autoscaler}"
     return line
 
 
@@ -54,6 +56,8 @@ def header_html(header: Header) -> str:
         parts.append(gone_text(header.gone))
     if header.gpus:
         parts.append(f"<i>{escape(header.gpus)}</i>")
+    if header.autoscaler:
+        parts.append(f"<i>{escape(header.autoscaler)}</i>")
     return " &middot; ".join(parts)
 
 
@@ -184,6 +188,7 @@ def report_text(report: CompactionReport) -> str:
     lines = [
         f"Compaction {state}: freed {len(report.nodes_freed)} node(s), moved {report.replicas_moved} replica(s) "
         f"({report.replicas_as_planned} as planned) in {report.seconds:.1f} s, ${_freed_cost(report):.2f}/h saved"
+        + _terminated(report)
     ]
     for phase, stats in (("before", report.before), ("during", report.during)):
         if stats is not None:
@@ -201,9 +206,19 @@ def report_html(report: CompactionReport) -> str:
         f'<div><b style="color:{colour}">Compaction {state}</b>: freed <b>{len(report.nodes_freed)}</b> node(s), '
         f"moved {report.replicas_moved} replica(s) ({report.replicas_as_planned} as planned) in {report.seconds:.1f} s, "
         f"<b>${_freed_cost(report):.2f}/h</b> saved"
+        + escape(_terminated(report))
         + (_table(["requests", "sent", "failed", "p50 ms", "p99 ms"], rows) if rows else "")
         + "</div>"
     )
+
+
+def _terminated(report: CompactionReport) -> str:
+    """When the autoscaler terminated the freed nodes, counted from their drain (the $/h saved from then)."""
+    if not report.terminated:
+        return ""
+    seconds = sorted(after for _, after in report.terminated)
+    span = f"{seconds[0]:.1f} s" if len(seconds) == 1 else f"{seconds[0]:.1f}-{seconds[-1]:.1f} s"
+    return f"; the autoscaler terminated {len(seconds)} of them {span} after their drain"
 
 
 MODEL_HEAD = ["model", "held by", "requests", "hit rate", "loads", "evictions", "errors", "mean load", "bytes loaded"]

@@ -72,6 +72,7 @@ export interface ClusterModel {
     gone: number;
     gpus: string; // the logical-GPU note, or NVML's physical figures; empty where neither applies
     pricing: string; // where the $/h figures come from
+    autoscaler: string; // what Ray's autoscaler is doing (idle nodes, launches, unmet demand); empty where it reports nothing
   };
   resources: string[];
   holders: string[];

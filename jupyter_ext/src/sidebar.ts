@@ -186,6 +186,9 @@ export class ServelabSidebar extends Widget {
       ),
       head.draining ? h('div', { class: 'servelab-Message servelab-Draining' }, drainingLine(model.nodes)) : null,
       head.gpus ? h('div', { class: 'servelab-Message servelab-Gpus', title: 'what the GPUs really are, beside Ray\'s reservations' }, head.gpus) : null,
+      head.autoscaler
+        ? h('div', { class: 'servelab-Message servelab-Autoscaler', title: 'what Ray\'s autoscaler is doing' }, head.autoscaler)
+        : null,
       model.autocompact ? drawAuto(model.autocompact) : null
     );
     const palette = new Map(Object.entries(model.colours));
