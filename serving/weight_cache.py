@@ -272,4 +272,19 @@ def evict_weights(uri: str | None = None) -> int:
     >>> serving.evict_weights("s3://models/llama/model.safetensors")
     """
     found = directory()
-    return 0 if found is None else int(ray_adapter.call(found, "forget", None, uri))
+    if found is None:
+        return 0
+    gone = int(ray_adapter.call(found, "forget", None, uri))
+    _stop_empty_holders([CacheEntry(**e) for e in ray_adapter.call(found, "entries")])
+    return gone
+
+
+def _stop_empty_holders(left: list[CacheEntry]) -> None:
+    """Stop the holders that keep nothing now: an alive actor keeps its node busy, so an autoscaler
+    would never terminate a node whose replicas and cached weights are all gone."""
+    keeping = {entry.node for entry in left}
+    for node in ray_adapter.nodes():
+        if node.alive and node.id not in keeping:
+            holder = ray_adapter.named_actor(HOLDER + node.id)
+            if holder is not None:
+                ray_adapter.kill_actor(holder)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,8 +18,9 @@ from servelab import serving
 from servelab.errors import ClusterError, CompactionError
 from servelab.serving import context, ray_adapter
 from servelab.serving.snapshot import Snapshot
-from servelab.testing import free_port
-from servelab.testing.apps import Echo
+from servelab.testing import NginxServer, free_port
+from servelab.testing.apps import Echo, WeightsSummary
+from servelab.testing.checkpoints import write_llm_checkpoint
 
 IDLE_TIMEOUT_S = 10
 GPU2 = {"min": 0, "max": 3, "cpus": 1, "gpus": 2, "cost_per_hour": 2.5}
@@ -137,3 +139,17 @@ def test_a_compaction_never_races_a_launch(cluster: str) -> None:
     assert len(refused) == 1 and refused[0].startswith("the autoscaler is busy: "), refused
     assert "launching 1 node(s) of type gpu2" in refused[0]
     assert len(alive_workers()) == 2 and serving.all_healthy()
+
+
+def test_once_nothing_runs_the_autoscaler_terminates_every_worker(cluster: str, served_dir: Path, nginx: NginxServer) -> None:
+    """Nothing servelab leaves behind keeps a node busy: not a peer cache holder, once evicted."""
+    serving.delete_all()
+    write_llm_checkpoint(served_dir / "autoscaled", 4 * 2**20)
+    serving.deploy("held", WeightsSummary, replicas=2, gpus=0.5, weights=nginx.url("autoscaled/model.safetensors"))
+    assert serving.weight_cache()  # held on a worker by the peer cache's holder there
+    serving.delete_all()
+    serving.evict_weights()
+    deadline = time.monotonic() + IDLE_TIMEOUT_S + 60
+    while alive_workers() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert alive_workers() == set()
