@@ -584,6 +584,92 @@ print("cached:", [(Path(e.uri).name, e.reads) for e in serving.weight_cache()])"
 ]
 
 
+AUTOSCALING = [
+    (
+        "md",
+        """# Autoscaling: Ray's autoscaler launches the nodes, compaction gives them back
+
+An embedded cluster whose workers belong to **Ray's own autoscaler** (its local node provider launches
+and terminates raylets on this machine). A deployment that does not fit makes it launch nodes; after a
+scale-down, compaction drains the half-empty node and the autoscaler **terminates** it: that is when
+the $/h is saved. Its GPUs are logical (the local provider cannot give each raylet GPUs of its own).""",
+    ),
+    (
+        "code",
+        """%load_ext servelab
+from servelab import serving
+from servelab.testing.apps import Echo""",
+    ),
+    ("md", "## 1. A cluster of 0 to 3 workers (1 CPU, 2 GPUs each), idle ones terminated after 10 s"),
+    ("code", "%servelab up --autoscale --nodes 3 --gpus-per-node 2 --idle-timeout 10"),
+    (
+        "md",
+        """## 2. Deployments that need nodes
+
+No worker runs yet. Eight half-GPU replicas need two nodes: the autoscaler launches them, and each
+view says why replicas are pending while it does (`snapshot().autoscaler.describe()`).""",
+    ),
+    (
+        "code",
+        """import threading, time
+
+why_pending = []
+def watch():
+    while not serving.all_healthy() or not serving.deployments():
+        line = serving.snapshot().autoscaler.describe()
+        if line and line not in why_pending:
+            why_pending.append(line)
+        time.sleep(0.5)
+
+watcher = threading.Thread(target=watch)
+watcher.start()
+serving.deploy("detector", Echo, replicas=4, gpus=0.5, init_args=("detector",))
+serving.deploy("ranker", Echo, replicas=4, gpus=0.5, init_args=("ranker",))
+watcher.join()
+print(*why_pending, sep="\\n")""",
+    ),
+    (
+        "code",
+        """# NBVAL_CHECK_OUTPUT
+snap = serving.snapshot()
+print("workers the autoscaler launched:", len(snap.workers))
+print(sorted((d.name, d.status, d.running_replicas) for d in snap.deployments))""",
+    ),
+    (
+        "md",
+        """## 3. Traffic drops: each deployment scales to 2, leaving two half-empty nodes""",
+    ),
+    (
+        "code",
+        """serving.scale("detector", 2)
+serving.scale("ranker", 2)
+serving.wait_healthy()
+snap = serving.snapshot()
+snap""",
+    ),
+    ("code", "%compact --dry-run"),
+    (
+        "md",
+        """## 4. Compact under load, then the autoscaler terminates the freed node
+
+`%compact` drains the planned node while calling both deployments. The node, once idle, is left to the
+autoscaler; the report follows it until the autoscaler has terminated it.""",
+    ),
+    ("code", "report = %compact"),
+    (
+        "code",
+        """# NBVAL_CHECK_OUTPUT
+print("nodes freed:", len(report.nodes_freed), "- terminated by the autoscaler:", len(report.terminated))
+print("failed requests:", report.failed_requests)
+after = serving.snapshot()
+print("workers left:", len(after.workers), "- every deployment healthy:", serving.all_healthy())""",
+    ),
+    ("code", "report"),
+    ("code", "after"),
+    ("code", "%servelab down"),
+]
+
+
 def executed(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """Run ``nb`` in a fresh kernel; keep only the stream outputs of checked cells, and no widget state
     (nbclient saves every widget's model in the metadata: megabytes a notebook, redrawn on the next run)."""
@@ -606,6 +692,7 @@ def main(only: list[str]) -> None:
         "03_compaction": COMPACTION,
         "04_many_models": MANY_MODELS,
         "05_llm": LLM,
+        "06_autoscaling": AUTOSCALING,
     }
     for name, cells in tutorials.items():
         if only and name not in only:

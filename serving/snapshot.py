@@ -209,7 +209,7 @@ class AutoscalerState:
         if waiting and launching:
             return f"{waiting} wait for a node: launching {launching}"
         if waiting:
-            return f"{waiting} wait for a node; no node type fits them, or every type is at its max"
+            return f"{waiting} wait for a node; none is launching for them yet (or every type that fits is at its max)"
         if launching:
             return f"launching {launching}"
         return ""

@@ -87,7 +87,7 @@ def test_an_autoscaler_at_rest_and_none_at_all() -> None:
     assert not rest.busy and rest.describe() == ""
     assert autoscaler_line(Snapshot((), (), autoscaler=rest)) == "autoscaler: 1 running, 0 idle; at rest"
     assert AutoscalerState(demand=(Demand({"GPU": 8.0}, 1),)).describe() == (
-        "1 request(s) of GPU 8 wait for a node; no node type fits them, or every type is at its max"
+        "1 request(s) of GPU 8 wait for a node; none is launching for them yet (or every type that fits is at its max)"
     )
     plain = Snapshot((Node("h", "head", {"CPU": 1.0}, {"CPU": 1.0}, head=True),), ())
     assert autoscaler_line(plain) == "" and "autoscaler" not in header_text(Header.of(plain))
