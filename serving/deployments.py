@@ -221,11 +221,14 @@ def replica_timelines(name: str | None = None, app: str | None = None) -> list[R
     """
     context.current()
     scheduled = {r.id: r.started_at for r in snapshot().replicas}
-    return [
-        replace(t, scheduled=scheduled.get(t.replica))
-        for t in timelines(f"{app}/" if app else "")
-        if name is None or t.deployment == name
-    ]
+    registered = ray_adapter.node_start_times()
+    found = []
+    for t in timelines(f"{app}/" if app else ""):
+        if name is None or t.deployment == name:
+            created, ready = scheduled.get(t.replica), registered.get(t.node_id)
+            launched = created is not None and ready is not None and ready > created
+            found.append(replace(t, scheduled=created, node_ready=ready if launched else None))
+    return found
 
 
 def all_healthy() -> bool:

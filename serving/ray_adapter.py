@@ -287,6 +287,11 @@ def nodes() -> list[RawNode]:
     ]
 
 
+def node_start_times() -> dict[str, float]:
+    """When each node's raylet registered with the GCS (epoch seconds), alive or not."""
+    return {node_id.hex(): info.start_time_ms / 1000 for node_id, info in _gcs().get_all_node_info().items()}
+
+
 def available_per_node() -> dict[str, dict[str, float]]:
     from ray._private.state import available_resources_per_node
 

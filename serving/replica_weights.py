@@ -40,6 +40,7 @@ class ReplicaTimeline:
     first_request: float | None = None
     scheduled: float | None = None  # when Serve created the replica (from the snapshot; None once it is gone)
     stream_s: float = 0.0  # of weights_s, the seconds the bytes moved (the loader's read, or the peer copy's mapping)
+    node_ready: float | None = None  # when its node registered, where that was after Serve created the replica (a launch)
 
     @property
     def weights_s(self) -> float:

@@ -125,7 +125,7 @@ def _amount(segment: Segment) -> str:
     return f"{amount:g} {UNITS.get(segment.resource, segment.resource)}"
 
 
-PHASE_COLOURS = dict(zip(PHASES, ("#BBBBBB", "#E45756", "#54A24B", "#4C78A8", "#EEEEEE"), strict=True))
+PHASE_COLOURS = dict(zip(PHASES, ("#F2CF5B", "#BBBBBB", "#E45756", "#54A24B", "#4C78A8", "#EEEEEE"), strict=True))
 
 
 def timeline_figure(phases: list[Phase], title: str = "") -> Any:

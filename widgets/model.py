@@ -238,12 +238,13 @@ class Phase:
     detail: str
 
 
-PHASES = ("process start", "weights (remote)", "weights (peer)", "constructor", "until first request")
+PHASES = ("waiting for a node", "process start", "weights (remote)", "weights (peer)", "constructor", "until first request")
 
 
 def timeline_phases(timelines: list[ReplicaTimeline]) -> list[Phase]:
-    """Each replica's start as bars: process start, weights by source, constructor, then waiting for
-    its first request; rows in start order, time zero when the first replica was scheduled."""
+    """Each replica's start as bars: waiting for a node (where its node was launched for it), process
+    start, weights by source, constructor, then waiting for its first request; rows in start order,
+    time zero when the first replica was scheduled."""
     if not timelines:
         return []
     zero = min(t.scheduled or t.constructing for t in timelines)
@@ -251,7 +252,13 @@ def timeline_phases(timelines: list[ReplicaTimeline]) -> list[Phase]:
     for t in sorted(timelines, key=lambda t: t.scheduled or t.constructing):
         row = f"{short_id(t.replica)} ({t.deployment})"
         marks = [
-            ("process start", t.scheduled, t.weights_started, "Serve created it; the process starts and imports"),
+            ("waiting for a node", t.scheduled, t.node_ready, "no node had room: its node was launched (by the autoscaler)"),
+            (
+                "process start",
+                t.node_ready or t.scheduled,
+                t.weights_started,
+                "Serve created it; the process starts and imports",
+            ),
             (
                 f"weights ({t.source})",
                 t.weights_started,

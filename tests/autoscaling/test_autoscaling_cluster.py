@@ -21,6 +21,7 @@ from servelab.serving.snapshot import Snapshot
 from servelab.testing import NginxServer, free_port
 from servelab.testing.apps import Echo, WeightsSummary
 from servelab.testing.checkpoints import write_llm_checkpoint
+from servelab.widgets.model import timeline_phases
 
 IDLE_TIMEOUT_S = 10
 GPU2 = {"min": 0, "max": 3, "cpus": 1, "gpus": 2, "cost_per_hour": 2.5}
@@ -142,11 +143,16 @@ def test_a_compaction_never_races_a_launch(cluster: str) -> None:
 
 
 def test_once_nothing_runs_the_autoscaler_terminates_every_worker(cluster: str, served_dir: Path, nginx: NginxServer) -> None:
-    """Nothing servelab leaves behind keeps a node busy: not a peer cache holder, once evicted."""
+    """A replica that waited for a launch shows it in its timeline; nothing servelab leaves behind keeps
+    a node busy: not a peer cache holder, once evicted."""
     serving.delete_all()
     write_llm_checkpoint(served_dir / "autoscaled", 4 * 2**20)
-    serving.deploy("held", WeightsSummary, replicas=2, gpus=0.5, weights=nginx.url("autoscaled/model.safetensors"))
+    # Three whole nodes: the two idle ones and one the autoscaler launches.
+    serving.deploy("held", WeightsSummary, replicas=3, gpus=2, weights=nginx.url("autoscaled/model.safetensors"))
     assert serving.weight_cache()  # held on a worker by the peer cache's holder there
+    waited = [t for t in serving.replica_timelines("held") if t.node_ready is not None]
+    assert len(waited) == 1 and waited[0].scheduled is not None and waited[0].scheduled < waited[0].node_ready
+    assert timeline_phases(waited)[0].phase == "waiting for a node"
     serving.delete_all()
     serving.evict_weights()
     deadline = time.monotonic() + IDLE_TIMEOUT_S + 60

@@ -62,6 +62,7 @@ def test_replicas_after_the_first_load_from_peers_and_one_reads_for_many(
     peer = next(t for t in serving.replica_timelines("peer") if t.source == "peer")
     assert peer.nbytes == nbytes and peer.constructed is not None and peer.constructed >= peer.weights_done
     assert peer.scheduled is not None and peer.scheduled <= peer.constructing <= peer.weights_started <= peer.weights_done
+    assert peer.node_ready is None  # its node was up before Serve created it: no wait for a launch
 
     assert serving.evict_weights() == 1 and serving.weight_cache() == []
     serving.scale("peer", 3)  # the cached copy is gone: back to the source

@@ -202,6 +202,15 @@ def test_replica_timelines_become_one_row_of_phases_per_replica() -> None:
     view.close()
 
 
+def test_a_replica_that_waited_for_a_launched_node_shows_the_wait_first() -> None:
+    from servelab.serving import ReplicaTimeline
+    from servelab.widgets.model import timeline_phases
+
+    waited = ReplicaTimeline("cccccccc3", "clf", "clf", "n3", 112.0, 113.0, 114.0, "peer", 2**20, 114.5, 115.0, 100.0, 0.5, 108.0)
+    phases = [(p.phase, p.start_s, p.seconds) for p in timeline_phases([waited])]
+    assert phases[:2] == [("waiting for a node", 0.0, 8.0), ("process start", 8.0, 5.0)]
+
+
 def test_the_snapshot_summary_lists_the_cached_weights_and_where_they_are(snap: Snapshot) -> None:
     cached = replace(snap, weight_cache=(CacheEntry("http://m/w.safetensors", 1_050_000_000, 2, "r1", 1.0, 2.0, "n1"),))
     assert "cached weights" not in snapshot_text(snap) and "cached weights" not in snapshot_html(snap)
