@@ -28,6 +28,8 @@ log = logging.getLogger("servelab.serving")
 NODE_TYPE_LABEL = "servelab.io/node-type"
 # Each worker's GPU mode, so a process that attaches (the Jupyter server's sidebar) reads it too.
 GPU_MODE_LABEL = "servelab.io/gpus"
+# Its price, so a process that attaches (the sidebar) prices the node as the one that started it does.
+COST_LABEL = "servelab.io/cost-per-hour"
 SERVE_PORT = 8000
 # cluster_utils waits 30 s for a raylet to register: on 2 loaded cores a worker once took longer.
 NODE_START_TIMEOUT_S = 120.0
@@ -138,7 +140,7 @@ def _start_autoscaling(
     launched = {
         name: {
             "resources": {**spec.resources, "object_store_memory": ray_adapter.WORKER_OBJECT_STORE},
-            "labels": {**spec.labels, NODE_TYPE_LABEL: name, GPU_MODE_LABEL: gpu_plan.mode},
+            "labels": worker_labels(name, spec, gpu_plan.mode),
         }
         for name, spec in types.items()
     }
@@ -281,6 +283,22 @@ def node_type_of(labels: dict[str, str]) -> str | None:
     return labels.get(NODE_TYPE_LABEL)
 
 
+def worker_labels(name: str, spec: NodeType, gpu_mode: str) -> dict[str, str]:
+    """The labels every worker of type ``name`` carries: the user's, its type, GPU mode and price."""
+    labels = {**spec.labels, NODE_TYPE_LABEL: name, GPU_MODE_LABEL: gpu_mode}
+    if spec.cost_per_hour is not None:
+        labels[COST_LABEL] = repr(float(spec.cost_per_hour))
+    return labels
+
+
+def cost_from_labels(labels: dict[str, str]) -> float | None:
+    """The price ``worker_labels`` gave a node, or None (priced by its resources)."""
+    try:
+        return float(labels[COST_LABEL])
+    except (KeyError, ValueError):
+        return None
+
+
 def _add_worker(session: Session, name: str, devices: tuple[int, ...]) -> str:
     spec = session.node_types[name]
     plan = session.gpu_plan
@@ -291,7 +309,7 @@ def _add_worker(session: Session, name: str, devices: tuple[int, ...]) -> str:
         spec.cpus,
         spec.gpus,
         spec.memory,
-        {**spec.labels, NODE_TYPE_LABEL: name, GPU_MODE_LABEL: plan.mode},
+        worker_labels(name, spec, plan.mode),
         environment,
     )
     session.workers[node_id] = node

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from servelab.serving import context, gpu_metrics, ray_adapter
 from servelab.serving.autoscaler import parse_status
-from servelab.serving.cluster import GPU_MODE_LABEL, node_type_of
+from servelab.serving.cluster import GPU_MODE_LABEL, cost_from_labels, node_type_of
 from servelab.serving.gpu_metrics import GpuReading
 from servelab.serving.gpus import LOGICAL
 from servelab.serving.multiplex import counts_by_replica
@@ -63,7 +63,7 @@ def _read(detailed: bool) -> Snapshot:
                 labels=raw.labels,
                 draining=raw.id in draining or raw.id in migrating,
                 head=raw.head,
-                cost_per_hour=spec.cost_per_hour if spec is not None else None,
+                cost_per_hour=spec.cost_per_hour if spec is not None else cost_from_labels(raw.labels),
                 drained_by=_drained_by(raw.id, draining, ours, migrating),
                 gpu_free=ray_adapter.gpu_free(raw, free.get("GPU", 0.0)) if split else None,
             )

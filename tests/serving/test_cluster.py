@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from servelab import serving
 from servelab.errors import MAGIC, SIDEBAR, ClusterError, CompactionError, DeploymentError, StalePlanError
 from servelab.serving import Snapshot, ray_adapter, reader
+from servelab.serving.cluster import cost_from_labels
 from servelab.serving.gpus import LOGICAL, LOGICAL_NOTE
 from servelab.serving.snapshot import short_id
 from servelab.testing import NginxServer
@@ -35,6 +36,7 @@ def test_snapshot_and_fragmentation_of_a_scaled_down_cluster(fragmented: Snapsho
     workers = [n for n in fragmented.nodes if not n.head]
     assert len(workers) == 3 and all(n.total["GPU"] == 2.0 and n.total["CPU"] == 1.0 for n in workers)
     assert {(n.type, n.cost, n.labels.get("zone")) for n in workers} == {("gpu2", 2.5, "a")}
+    assert {cost_from_labels(n.labels) for n in workers} == {2.5}  # so a process that attaches prices them alike
     assert [r.resources for r in fragmented.replicas] == [{"GPU": 0.5}] * 4
     assert {r.app for r in fragmented.replicas} == {"a", "b"}
     fragmentation = serving.fragmentation(fragmented)
