@@ -93,9 +93,10 @@ def _read(detailed: bool) -> Snapshot:
 
 def autoscaler_state() -> AutoscalerState | None:
     """What Ray's autoscaler is doing (node lifecycle, launches, unmet demand), read from its state
-    API; None where the cluster's autoscaler reports nothing (no autoscaler, or autoscaler v1)."""
+    API; None where the cluster's autoscaler reports nothing (no autoscaler, or autoscaler v1: the
+    GCS answers for any cluster, with state version "0" until an autoscaler v2 has reported)."""
     status = ray_adapter.autoscaler_status()
-    if status is None or not status.stats.autoscaler_version:
+    if status is None or status.stats.autoscaler_version in (None, "", "0"):
         return None
     return parse_status(status)
 

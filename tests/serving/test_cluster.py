@@ -37,6 +37,7 @@ def test_snapshot_and_fragmentation_of_a_scaled_down_cluster(fragmented: Snapsho
     assert len(workers) == 3 and all(n.total["GPU"] == 2.0 and n.total["CPU"] == 1.0 for n in workers)
     assert {(n.type, n.cost, n.labels.get("zone")) for n in workers} == {("gpu2", 2.5, "a")}
     assert {cost_from_labels(n.labels) for n in workers} == {2.5}  # so a process that attaches prices them alike
+    assert fragmented.autoscaler is None  # a fixed cluster: no autoscaler, and no autoscaler line in any view
     assert [r.resources for r in fragmented.replicas] == [{"GPU": 0.5}] * 4
     assert {r.app for r in fragmented.replicas} == {"a", "b"}
     fragmentation = serving.fragmentation(fragmented)
