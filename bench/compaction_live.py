@@ -1,14 +1,17 @@
 """Compaction on a live cluster, side by side: Ray Serve's own against servelab's.
 
-    python -m bench.compaction_live [--seeds 2] [--delay 11]
+    python -m bench.compaction_live [--seeds 2] [--delay 11] [--autoscaler]
 
 Each seeded scenario is a fresh embedded cluster (a head and 6 workers with 2 logical GPUs): four
 deployments (1-GPU and 0.5-GPU replicas) fill it, then scale down at random, leaving replicas
 scattered over more nodes than they need. A request loop in a separate process calls every
-deployment throughout. Each scenario is compacted by:
+deployment throughout. With ``--autoscaler`` the cluster is an autoscaling one (0 to 6 workers,
+idle timeout ``--idle-timeout``): Ray's own autoscaler launches the nodes the deployments need and
+terminates every node left idle, and nothing is removed by the benchmark; the end state is then
+the last freed node terminated by the autoscaler. Each scenario is compacted by:
 
 - ``ray``: Ray Serve's own node compaction (``RAY_SERVE_NODE_COMPACTION_DELAY_S`` = ``--delay``),
-  with idle nodes removed at once, as an autoscaler would;
+  with idle nodes removed at once, as an autoscaler would (with ``--autoscaler``: terminated by it);
 - ``compact 1`` / ``compact 2``: ``compact()`` with 1 and 2 nodes migrating at once (the next wave
   starts when the last one's replacements run);
 - ``auto``: servelab's automatic compaction with the same delay as ``ray``, turned on when the cluster
@@ -87,8 +90,16 @@ def in_use(snap: serving.Snapshot) -> int:
     return sum(1 for n in snap.workers if snap.replicas_on(n.id))
 
 
+def idle_nodes(snap: serving.Snapshot) -> int:
+    """Worker nodes alive with no replica: what an autoscaler has yet to take away."""
+    return sum(1 for n in snap.workers if not snap.replicas_on(n.id))
+
+
 def remove_idle_nodes() -> None:
-    """What an autoscaler does: remove worker nodes that host no replica."""
+    """What an autoscaler does: remove worker nodes that host no replica (on the autoscaling
+    cluster the autoscaler does it, after its idle timeout)."""
+    if context.current().autoscaling is not None:
+        return
     snap = quick_snapshot()
     for node in snap.workers:
         if not snap.replicas_on(node.id) and node.id in context.current().workers:
@@ -99,22 +110,42 @@ def remove_idle_nodes() -> None:
 
 
 def wait_for_end(bound: int, started: float) -> float:
-    """Remove idle nodes as they appear until nodes in use reach the bound or stop changing; seconds taken."""
-    last, changed = in_use(quick_snapshot()), time.monotonic()
+    """Remove idle nodes as they appear until nodes in use reach the bound or stop changing, and no
+    idle node is left (terminated by the autoscaler, where it owns them); seconds taken."""
+    last, changed = (in_use(quick_snapshot()), 0), time.monotonic()
     while time.monotonic() - started < LIMIT_S:
         remove_idle_nodes()
         snap = quick_snapshot()
-        now = in_use(snap)
+        now = (in_use(snap), idle_nodes(snap))
         if now != last:
             last, changed = now, time.monotonic()
-        if snap.settled() and (now <= bound or time.monotonic() - changed > SETTLE_S):
+        quiet = time.monotonic() - changed > SETTLE_S
+        if snap.settled() and not now[1] and (now[0] <= bound or quiet):
             return changed - started
         time.sleep(POLL_S)
     return changed - started
 
 
-def measure(mode: str, seed: int, delay_s: float) -> Run:
-    serving.up(node_types={"gpu2": NODE_TYPE}, http_port=free_port(), ray_compaction_delay_s=delay_s if mode == "ray" else None)
+def wait_for_no_idle_nodes() -> None:
+    """Until the autoscaler has terminated the nodes the scale-down emptied (every mode starts so)."""
+    deadline = time.monotonic() + LIMIT_S
+    while idle_nodes(quick_snapshot()) and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+
+
+def measure(mode: str, seed: int, delay_s: float, idle_timeout_s: float | None) -> Run:
+    ray_delay = delay_s if mode == "ray" else None
+    if idle_timeout_s is None:
+        serving.up(node_types={"gpu2": NODE_TYPE}, http_port=free_port(), ray_compaction_delay_s=ray_delay)
+    else:
+        limits = {**{k: v for k, v in NODE_TYPE.items() if k != "count"}, "min": 0, "max": WORKERS}
+        serving.up(
+            node_types={"gpu2": limits},
+            autoscale=True,
+            idle_timeout_s=idle_timeout_s,
+            http_port=free_port(),
+            ray_compaction_delay_s=ray_delay,
+        )
     log = Path(tempfile.mkstemp(suffix=".load")[1])
     client = None
     try:
@@ -123,6 +154,7 @@ def measure(mode: str, seed: int, delay_s: float) -> Run:
         scatter(seed)
         quiet = time.monotonic()  # the deployments settled: Ray's and servelab's stability delays count from here
         remove_idle_nodes()  # nodes the scale-down emptied go first, in every mode
+        wait_for_no_idle_nodes()
         snap = serving.snapshot()
         before, bound = in_use(snap), serving.fragmentation(snap).lower_bound
         urls = [serving.url(name) for name in DEPLOYMENTS]
@@ -135,8 +167,10 @@ def measure(mode: str, seed: int, delay_s: float) -> Run:
         moved = as_planned = None
         if mode.startswith("compact"):
             report = serving.compact(budget=serving.Budget(max_draining=int(mode.split()[1])))
-            # Until its last node emptied, as for Ray's: seen empty and released (removing it takes under 10 ms).
-            seconds = max((e.elapsed_s for e in report.events if e.kind == "released"), default=time.monotonic() - started)
+            # Until its last node emptied, as for Ray's: seen empty and released (removing it takes under
+            # 10 ms), or on the autoscaling cluster terminated by the autoscaler.
+            last = "terminated" if idle_timeout_s is not None else "released"
+            seconds = max((e.elapsed_s for e in report.events if e.kind == last), default=time.monotonic() - started)
             moved, as_planned = report.replicas_moved, report.replicas_as_planned
             if report.stopped:
                 print(f"     {mode}, seed {seed}: stopped: {report.reason}", flush=True)
@@ -178,7 +212,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--delay", type=float, default=11.0, help="stability delay of Ray's compaction and of auto mode")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), metavar="MODE", help=f"of {MODES}")
+    parser.add_argument("--autoscaler", action="store_true", help="Ray's autoscaler launches and terminates the nodes")
+    parser.add_argument("--idle-timeout", type=float, default=10.0, metavar="S", help="with --autoscaler: its idle timeout")
     args = parser.parse_args()
+    idle_timeout_s = args.idle_timeout if args.autoscaler else None
     modes = [m for m in MODES if m == "ray" or m in args.modes]  # Ray's own always runs: the ratios are to it
     header = (
         f"{'seed':>4} {'mode':>9} {'before':>6} {'after':>5} {'bound':>5} {'seconds':>7} {'requests':>8} {'failed':>6} "
@@ -189,7 +226,7 @@ def main() -> None:
     runs = []
     for seed in range(args.seeds):
         for mode in modes:
-            run = measure(mode, seed, args.delay)
+            run = measure(mode, seed, args.delay, idle_timeout_s)
             runs.append(run)
             planned = f"{run.as_planned}/{run.moved}" if run.moved is not None else "-"
             print(
