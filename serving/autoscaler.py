@@ -8,7 +8,7 @@ autoscaler tests use (``serving.local_provider`` only gives its nodes random ids
 wheel lacks. Its raylets get logical GPUs only: the provider
 starts them with a fixed environment, so no raylet can be given a GPU of its own.
 
-Everything here but ``read_state`` is pure.
+Everything here is pure: ``serving.reader.autoscaler_state`` reads the state through the Ray adapter.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from servelab.errors import ClusterError
+from servelab.serving.autoscaler import NodeLimits
 from servelab.serving.gpus import GpuPlan
 
 
@@ -63,7 +64,7 @@ class Session:
     gpu_plan: GpuPlan | None = None  # how up() gave the machine's GPUs to raylets; None for a cluster it did not start
     machine_gpus: tuple[int, ...] = ()  # the physical GPUs up() could hand out
     gpu_devices: dict[str, tuple[int, ...]] = field(default_factory=dict)  # worker node id -> its physical GPUs
-    autoscaling: dict[str, Any] | None = None  # node type -> NodeLimits where Ray's autoscaler owns the workers
+    autoscaling: dict[str, NodeLimits] | None = None  # node type -> its limits, where Ray's autoscaler owns the workers
 
     @property
     def owner(self) -> bool:

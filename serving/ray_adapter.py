@@ -114,12 +114,17 @@ def use_token(token: str) -> dict[str, str | None]:
 
 def restore_auth(previous: dict[str, str | None]) -> None:
     """Put back the variables ``use_token()`` replaced."""
+    _restore_environment(previous)
+    _reload_auth()
+
+
+def _restore_environment(previous: dict[str, str | None]) -> None:
+    """Put back environment variables as they were (None: unset)."""
     for name, value in previous.items():
         if value is None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
-    _reload_auth()
 
 
 def _reload_auth() -> None:
@@ -180,11 +185,7 @@ def start_embedded(
     try:
         return Cluster(initialize_head=True, head_node_args=head)
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        _restore_environment(saved)
 
 
 def add_worker(

@@ -260,9 +260,7 @@ def release_node(node_id: str, handover: Any | None = None) -> int:
         ray_adapter.settled(handover, HANDOVER_TIMEOUT_S)  # what did not move in time goes below
     found = directory()
     gone = 0 if found is None else int(ray_adapter.call(found, "forget", None, None, node_id))
-    holder = ray_adapter.named_actor(HOLDER + node_id)
-    if holder is not None:
-        ray_adapter.kill_actor(holder)
+    _stop_holder(node_id)
     return gone
 
 
@@ -275,16 +273,16 @@ def evict_weights(uri: str | None = None) -> int:
     if found is None:
         return 0
     gone = int(ray_adapter.call(found, "forget", None, uri))
-    _stop_empty_holders([CacheEntry(**e) for e in ray_adapter.call(found, "entries")])
+    # An alive holder keeps its node busy: an autoscaler would never terminate a node whose
+    # replicas and cached weights are all gone. Those left with nothing stop.
+    keeping = {entry.node for entry in weight_cache()}
+    for node in ray_adapter.nodes():
+        if node.alive and node.id not in keeping:
+            _stop_holder(node.id)
     return gone
 
 
-def _stop_empty_holders(left: list[CacheEntry]) -> None:
-    """Stop the holders that keep nothing now: an alive actor keeps its node busy, so an autoscaler
-    would never terminate a node whose replicas and cached weights are all gone."""
-    keeping = {entry.node for entry in left}
-    for node in ray_adapter.nodes():
-        if node.alive and node.id not in keeping:
-            holder = ray_adapter.named_actor(HOLDER + node.id)
-            if holder is not None:
-                ray_adapter.kill_actor(holder)
+def _stop_holder(node_id: str) -> None:
+    holder = ray_adapter.named_actor(HOLDER + node_id)
+    if holder is not None:
+        ray_adapter.kill_actor(holder)
