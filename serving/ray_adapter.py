@@ -14,6 +14,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -297,6 +298,20 @@ def available_per_node() -> dict[str, dict[str, float]]:
     from ray._private.state import available_resources_per_node
 
     return {node: schedulable(free) for node, free in available_resources_per_node().items()}
+
+
+RAYLET_QUESTIONS = 16  # raylets asked at once for their per-GPU view: each answer waits on the raylet's workers
+
+
+def gpu_free_many(asked: list[tuple[RawNode, float]]) -> dict[str, tuple[float, ...] | None]:
+    """``gpu_free`` of several raylets at once, by node id: the question is answered by each raylet
+    after all of its workers reply, so asked one after another it grew with every node (16 raylets:
+    16 ms; see docs/performance.md), asked together it costs about the slowest raylet."""
+    if len(asked) <= 1:
+        return {node.id: gpu_free(node, free) for node, free in asked}
+    with ThreadPoolExecutor(min(RAYLET_QUESTIONS, len(asked)), thread_name_prefix="servelab-gpu-view") as pool:
+        answers = pool.map(lambda item: gpu_free(*item), asked)
+        return {node.id: answer for (node, _), answer in zip(asked, answers, strict=True)}
 
 
 def gpu_free(node: RawNode, available: float) -> tuple[float, ...] | None:

@@ -46,12 +46,13 @@ def _read(detailed: bool) -> Snapshot:
     migrating = {r.node_id for r in serve.replicas if r.state == "PENDING_MIGRATION"} - set(draining)
     # GPUs split across instances only where a fraction is held: ask those raylets which GPU holds what.
     fractional = {r.node_id for r in serve.replicas if r.resources.get("GPU", 0.0) % 1.0 > 0.0}
+    alive = [raw for raw in ray_adapter.nodes() if raw.alive]
+    gpus_free = {raw.id: available.get(raw.id, {}).get("GPU", 0.0) for raw in alive}
+    asked = [(raw, gpus_free[raw.id]) for raw in alive if raw.id in fractional or gpus_free[raw.id] % 1.0 > 1e-6]
+    split = ray_adapter.gpu_free_many(asked) if detailed else {}
     nodes = []
-    for raw in ray_adapter.nodes():
-        if not raw.alive:
-            continue
+    for raw in alive:
         free = available.get(raw.id, {})
-        split = detailed and (raw.id in fractional or free.get("GPU", 0.0) % 1.0 > 1e-6)
         kind = node_type_of(raw.labels) or ("head" if raw.head else "worker")
         spec = session.node_types.get(kind)
         nodes.append(
@@ -65,7 +66,7 @@ def _read(detailed: bool) -> Snapshot:
                 head=raw.head,
                 cost_per_hour=spec.cost_per_hour if spec is not None else cost_from_labels(raw.labels),
                 drained_by=_drained_by(raw.id, draining, ours, migrating),
-                gpu_free=ray_adapter.gpu_free(raw, free.get("GPU", 0.0)) if split else None,
+                gpu_free=split.get(raw.id),
             )
         )
     replicas = serve.replicas
