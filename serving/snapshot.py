@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 from servelab.serving.gpu_metrics import GpuProcess, GpuReading
@@ -32,8 +34,11 @@ def default_cost(total: dict[str, float]) -> float:
 
 
 def format_resources(resources: dict[str, float]) -> str:
-    """``{"GPU": 0.5, "CPU": 2}`` as ``"CPU 2, GPU 0.5"`` for messages: sorted, zeros left out."""
-    return ", ".join(f"{k} {v:g}" for k, v in sorted(resources.items()) if v)
+    """``{"GPU": 0.5, "CPU": 2, "memory": 2**31}`` as ``"CPU 2, GPU 0.5, memory 2 GiB"`` for messages
+    and views: sorted, zeros left out, memory (bytes to Ray) in GiB as people read it."""
+    return ", ".join(
+        f"memory {round(v / 2**30, 1):g} GiB" if k == "memory" else f"{k} {v:g}" for k, v in sorted(resources.items()) if v
+    )
 
 
 @dataclass(frozen=True)
@@ -235,7 +240,15 @@ class Snapshot:
         raise KeyError(node_id)
 
     def replicas_on(self, node_id: str) -> list[Replica]:
-        return [r for r in self.replicas if r.node_id == node_id]
+        return list(self._by_node.get(node_id, ()))
+
+    @cached_property
+    def _by_node(self) -> dict[str | None, list[Replica]]:
+        """Replicas by node, built once: views ask every node of a 1000-node cluster for its replicas."""
+        index: dict[str | None, list[Replica]] = defaultdict(list)
+        for replica in self.replicas:
+            index[replica.node_id].append(replica)
+        return dict(index)
 
     def cached_on(self, node_id: str) -> int:
         """Bytes of checkpoints the peer weight cache holds in ``node_id``'s object store."""

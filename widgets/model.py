@@ -24,19 +24,19 @@ PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#B279A2", "#72B7B2", "#EECA3B", "#F
 FIXED = {OTHER: "#A0A0A0", STRANDED: "#F2A7A0", FREE: "#EEEEEE"}
 
 
-def colours(holders: list[str]) -> dict[str, str]:
+def colours(holders: list[str], palette: tuple[str, ...] = PALETTE) -> dict[str, str]:
     """A colour per deployment ("app/name"), the same in every view (widgets and sidebar) and on every
     refresh: each name hashes to a palette slot. Names whose slots collide take the next free one, in
-    name order (distinct while ten fit); ``deployment_colours`` passes every deployment, those scaled
-    to 0 included, so scaling one to 0 changes no colour."""
+    name order (distinct while the palette lasts); ``deployment_colours`` passes every deployment,
+    those scaled to 0 included, so scaling one to 0 changes no colour."""
     chosen: dict[str, str] = {}
-    free = list(range(len(PALETTE)))
+    free = list(range(len(palette)))
     for name in sorted(set(holders) - set(FIXED)):
-        own = zlib.crc32(name.encode()) % len(PALETTE)
-        slot = min(free, key=lambda s: (s - own) % len(PALETTE), default=own)  # its own, else the next free
+        own = zlib.crc32(name.encode()) % len(palette)
+        slot = min(free, key=lambda s: (s - own) % len(palette), default=own)  # its own, else the next free
         if free:
             free.remove(slot)
-        chosen[name] = PALETTE[slot]
+        chosen[name] = palette[slot]
     return {**chosen, **FIXED}
 
 

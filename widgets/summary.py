@@ -14,8 +14,9 @@ from servelab.serving.budget import saving_per_move
 from servelab.serving.executor import CompactionReport
 from servelab.serving.planner import Plan
 from servelab.serving.probe import LatencyStats
-from servelab.serving.snapshot import Snapshot, format_resources, short_id
-from servelab.widgets.model import Header, ModelRow, Phase, label_of, node_label
+from servelab.serving.snapshot import Node, Snapshot, format_resources, short_id
+from servelab.widgets.model import Header, ModelRow, Phase, label_of, node_label, ordered_nodes
+from servelab.widgets.overview import is_large, overview
 
 TABLE = 'style="border-collapse:collapse;font-size:12px;margin:4px 0"'
 CELL = 'style="padding:2px 10px;text-align:left;border-bottom:1px solid #ddd"'
@@ -63,12 +64,11 @@ def header_html(header: Header) -> str:
 
 def snapshot_text(snapshot: Snapshot) -> str:
     lines = [f"Cluster: {len(snapshot.nodes)} node(s); " + header_text(Header.of(snapshot))]
-    for node in sorted(snapshot.nodes, key=lambda n: (not n.head, n.type, n.id)):
-        held = Counter(r.deployment for r in snapshot.replicas_on(node.id))
-        lines.append(
-            f"  {node_label(node):32} free {format_resources(_shown(node.available)) or '-':22} "
-            + (", ".join(f"{d} x{n}" for d, n in sorted(held.items())) or "idle")
-        )
+    if is_large(snapshot):
+        lines += ["  " + " | ".join(row) for row in _group_rows(snapshot)]
+    else:
+        for node in ordered_nodes(snapshot):
+            lines.append(f"  {node_label(node):32} free {format_resources(node.available) or '-':22} {_held(snapshot, node)}")
     for d in snapshot.deployments:
         lines.append(f"  deployment {d.app}/{d.name}: {d.status} {d.running_replicas}/{d.target_replicas} running")
     for uri, size, where, reads in _cache_rows(snapshot):
@@ -78,25 +78,56 @@ def snapshot_text(snapshot: Snapshot) -> str:
     return "\n".join(lines)
 
 
+def _held(snapshot: Snapshot, node: Node) -> str:
+    """``chat x2, embed x1``: the replicas a node holds, or ``idle``."""
+    held = Counter(r.deployment for r in snapshot.replicas_on(node.id))
+    return ", ".join(f"{d} x{n}" for d, n in sorted(held.items())) or "idle"
+
+
+GROUP_HEAD = ["node type", "nodes", "in use", "idle", "draining", "stranded", "$/h"]
+
+
+def _group_rows(snapshot: Snapshot) -> list[list[str]]:
+    """A large cluster's nodes by type (``servelab.widgets.overview``): counts, stranded capacity, cost."""
+    return [
+        [
+            g.type,
+            str(g.nodes),
+            str(g.in_use),
+            str(g.idle),
+            str(g.draining),
+            format_resources(g.stranded) or "-",
+            f"{g.cost_per_hour:,.2f}",
+        ]
+        for g in overview(snapshot).groups
+    ]
+
+
 def snapshot_html(snapshot: Snapshot) -> str:
     header = Header.of(snapshot)
-    nodes = [
-        [
-            node_label(node),
-            format_resources(_shown(node.total)),
-            format_resources(_shown(node.available)) or "-",
-            ", ".join(f"{d} x{n}" for d, n in sorted(Counter(r.deployment for r in snapshot.replicas_on(node.id)).items()))
-            or "idle",
-        ]
-        for node in sorted(snapshot.nodes, key=lambda n: (not n.head, n.type, n.id))
-    ]
+    nodes = (
+        _table(GROUP_HEAD, _group_rows(snapshot))
+        if is_large(snapshot)
+        else _table(
+            ["node", "total", "free", "replicas"],
+            [
+                [
+                    node_label(node),
+                    format_resources(node.total),
+                    format_resources(node.available) or "-",
+                    _held(snapshot, node),
+                ]
+                for node in ordered_nodes(snapshot)
+            ],
+        )
+    )
     deployments = [
         [f"{d.app}/{d.name}", d.status, f"{d.running_replicas}/{d.target_replicas}", format_resources(d.resources) or "-"]
         for d in snapshot.deployments
     ]
     return (
         f"<div><b>Cluster</b>: {len(snapshot.nodes)} node(s); {escape(header_text(header))}"
-        + _table(["node", "total", "free", "replicas"], nodes)
+        + nodes
         + (_table(["deployment", "status", "running", "per replica"], deployments) if deployments else "<i>no deployments</i>")
         + (_table(["cached weights", "size", "held on", "reads"], _cache_rows(snapshot)) if snapshot.weight_cache else "")
         + (
@@ -150,13 +181,17 @@ def plan_text(plan: Plan) -> str:
     lines = [
         f"Plan ({plan_aim(plan)}): "
         f"{plan.nodes_before} -> {plan.nodes_after} node(s) in use (lower bound {plan.lower_bound}), "
-        f"frees {len(plan.nodes_to_free)} node(s), {format_resources(_shown(plan.freed_resources)) or 'nothing'}, "
+        f"frees {len(plan.nodes_to_free)} node(s), {format_resources(plan.freed_resources) or 'nothing'}, "
         f"${plan.freed_cost_per_hour:.2f}/h, {len(plan.moves)} move(s) ({_per_move(plan)}); {plan_pace(plan)}"
     ]
-    lines += [
-        f"  move {m.app}/{m.deployment} {short_id(m.replica)}: {short_id(m.source)} -> {short_id(m.target)}" for m in plan.moves
-    ]
-    lines += [f"  {short_id(node)} stays: {reason}" for node, reason in plan.blocked.items()]
+    lines += _first(
+        [
+            f"  move {m.app}/{m.deployment} {short_id(m.replica)}: {short_id(m.source)} -> {short_id(m.target)}"
+            for m in plan.moves
+        ],
+        "move(s)",
+    )
+    lines += _first([f"  {short_id(node)} stays: {reason}" for node, reason in plan.blocked.items()], "node(s) that stay")
     lines += [f"  GPU memory: {short_id(replica)} {reason}" for replica, reason in plan.memory_warnings.items()]
     return "\n".join(lines)
 
@@ -167,11 +202,11 @@ def plan_html(plan: Plan) -> str:
     return (
         f"<div><b>Plan</b> ({escape(plan_aim(plan))}): "
         f"{plan.nodes_before} &rarr; {plan.nodes_after} node(s) in use (lower bound {plan.lower_bound}); "
-        f"frees <b>{len(plan.nodes_to_free)}</b> node(s): {escape(format_resources(_shown(plan.freed_resources)) or 'nothing')}, "
+        f"frees <b>{len(plan.nodes_to_free)}</b> node(s): {escape(format_resources(plan.freed_resources) or 'nothing')}, "
         f"<b>${plan.freed_cost_per_hour:.2f}/h</b> for {len(plan.moves)} move(s) ({escape(_per_move(plan))}); "
         f"{escape(plan_pace(plan))}"
-        + (_table(["deployment", "replica", "from", "to"], moves) if moves else "<br><i>no moves</i>")
-        + (_table(["node that stays", "why"], stays) if stays else "")
+        + (_listed(["deployment", "replica", "from", "to"], moves, "move(s)") if moves else "<br><i>no moves</i>")
+        + (_listed(["node that stays", "why"], stays, "node(s) that stay") if stays else "")
         + (
             _table(["replica", "GPU memory"], [[short_id(r), w] for r, w in plan.memory_warnings.items()])
             if plan.memory_warnings
@@ -320,9 +355,25 @@ def _stats_cells(stats: LatencyStats) -> list[str]:
     return [str(stats.requests), str(stats.failed), ms(stats.p50_ms), ms(stats.p99_ms)]
 
 
-def _shown(resources: dict[str, float]) -> dict[str, float]:
-    """Resources as people read them: memory in GiB."""
-    return {("memory GiB" if k == "memory" else k): (round(v / 2**30, 1) if k == "memory" else v) for k, v in resources.items()}
+LISTED = 10  # rows of a plan's moves and stays shown at once; the rest fold away
+FOLDED = 200  # rows behind the fold, at most: a 1000-node plan's list stays a page, not a book
+
+
+def _first(lines: list[str], noun: str) -> list[str]:
+    """The first LISTED ``lines`` and a line counting the rest."""
+    more = len(lines) - LISTED
+    return lines[:LISTED] + ([f"  ... and {more} more {noun}"] if more > 0 else [])
+
+
+def _listed(head: list[str], rows: list[list[str]], noun: str) -> str:
+    """A table of the first LISTED ``rows``; the next FOLDED behind a "and N more" fold."""
+    shown = _table(head, rows[:LISTED])
+    rest = rows[LISTED:]
+    if not rest:
+        return shown
+    unlisted = len(rest) - FOLDED
+    tail = f"<br><i>and {unlisted} more not listed</i>" if unlisted > 0 else ""
+    return shown + f"<details><summary>and {len(rest)} more {escape(noun)}</summary>{_table(head, rest[:FOLDED])}{tail}</details>"
 
 
 def _table(head: list[str], rows: list[list[str]]) -> str:
