@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from html import escape
+from typing import Any
 
 import ipywidgets as W
 
@@ -13,8 +14,9 @@ from servelab.serving.planner import Plan, projected
 from servelab.serving.probe import LoadProbe
 from servelab.serving.snapshot import Snapshot
 from servelab.widgets.base import SummarisedBox
-from servelab.widgets.figures import cluster_layout, cluster_traces, figure_widget
-from servelab.widgets.model import deployment_colours, node_label
+from servelab.widgets.figures import cell_map, cluster_layout, cluster_traces, figure_widget, planned_overview
+from servelab.widgets.model import deployment_colours, node_label, ordered_nodes, resources_of
+from servelab.widgets.overview import is_large, overview, top_deployments
 from servelab.widgets.summary import plan_html, plan_text, report_html, report_text
 
 HALF_WIDTH_PX = 520  # two side by side in a notebook of usual width; they wrap below each other when narrower
@@ -47,8 +49,6 @@ class CompactionPanel(SummarisedBox):
         probe: Callable[[], LoadProbe | None] | None = None,
     ) -> None:
 
-        import plotly.graph_objects as go
-
         from servelab.serving import compact as run_compaction
 
         self.snapshot = snapshot
@@ -59,20 +59,8 @@ class CompactionPanel(SummarisedBox):
         self._compact = compact or run_compaction
         self._probe = probe
         self._thread: threading.Thread | None = None
-        after = projected(snapshot, plan)
-        rows = [node_label(n) for n in sorted(snapshot.nodes, key=lambda n: (not n.head, n.type, n.id))]
-        palette = deployment_colours(snapshot)  # the same colours in both
-        # Both figures are complete before their widgets exist: an edit sent to a plotly widget before
-        # JupyterLab draws it can leave it drawn empty (seen: "After the plan" as bare axes).
-        now = go.Figure(cluster_traces(snapshot, nodes=rows, palette=palette), cluster_layout(snapshot, "Now"))
-        planned = go.Figure(
-            cluster_traces(after, legend=False, nodes=rows, palette=palette),
-            cluster_layout(after, "After the plan", height=now.layout.height),  # freed nodes stay as empty rows
-        )
-        planned.update_yaxes(categoryarray=list(reversed(rows)))  # so rows line up
-        for figure in (now, planned):
-            figure.update_layout(width=HALF_WIDTH_PX)
-        self.before, self.after = figure_widget(now), figure_widget(planned)
+        self.cells: Any = None  # a large cluster's cell map
+        figures = self._large_figures() if is_large(snapshot) else self._side_by_side()
         self.details = W.HTML(plan_html(plan))
         self.button = W.Button(
             description=f"Compact: free {len(plan.nodes_to_free)} node(s)",
@@ -84,9 +72,41 @@ class CompactionPanel(SummarisedBox):
         self.button.on_click(lambda _: self.run())
         self.event_log = W.HTML()
         self.outcome = W.HTML()
-        figures = W.HBox([self.before, self.after], layout=W.Layout(flex_flow="row wrap"))
         super().__init__([figures, self.details, self.button, self.event_log, self.outcome])
         self.add_class("servelab-compaction-panel")
+
+    def _side_by_side(self) -> W.Widget:
+        """Before and after, a bar row per node, side by side (rows line up: freed nodes stay as empty rows)."""
+        import plotly.graph_objects as go
+
+        snapshot, after = self.snapshot, projected(self.snapshot, self.plan)
+        rows = [node_label(n) for n in ordered_nodes(snapshot)]
+        palette = deployment_colours(snapshot)  # the same colours in both
+        # Both figures are complete before their widgets exist: an edit sent to a plotly widget before
+        # JupyterLab draws it can leave it drawn empty (seen: "After the plan" as bare axes).
+        now = go.Figure(cluster_traces(snapshot, nodes=rows, palette=palette), cluster_layout(snapshot, "Now"))
+        planned = go.Figure(
+            cluster_traces(after, legend=False, nodes=rows, palette=palette),
+            cluster_layout(after, "After the plan", height=now.layout.height),
+        )
+        planned.update_yaxes(categoryarray=list(reversed(rows)))
+        for figure in (now, planned):
+            figure.update_layout(width=HALF_WIDTH_PX)
+        self.before, self.after = figure_widget(now), figure_widget(planned)
+        return W.HBox([self.before, self.after], layout=W.Layout(flex_flow="row wrap"))
+
+    def _large_figures(self) -> W.Widget:
+        """A large cluster: each node type now and after, one figure (``before`` and ``after`` are
+        the same widget), and every node as a cell with those the plan frees crossed."""
+        snapshot, plan = self.snapshot, self.plan
+        shown = top_deployments(snapshot)  # the same colours now and after
+        now = overview(snapshot, plan, shown)
+        after = overview(projected(snapshot, plan), shown=shown)
+        title = "Each node type now and after the plan"
+        self.before = self.after = figure_widget(planned_overview(now, after, resources_of(snapshot), title))
+        freed = f"The {len(plan.nodes_to_free)} node(s) the plan frees, crossed" if plan.nodes_to_free else "Every node"
+        self.cells = figure_widget(cell_map(now, freed))
+        return W.VBox([self.before, self.cells])
 
     @property
     def running(self) -> bool:

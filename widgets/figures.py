@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from servelab.serving.snapshot import Snapshot
+from servelab.serving.fragmentation import stranded_by_node
+from servelab.serving.snapshot import Node, Snapshot
 from servelab.widgets.model import (
     FIXED,
     FREE,
@@ -15,9 +17,12 @@ from servelab.widgets.model import (
     Segment,
     deployment_colours,
     node_label,
+    node_segments,
+    ordered_nodes,
     resources_of,
     segments,
 )
+from servelab.widgets.overview import Overview, folded
 
 NAMES = {OTHER: "used by Ray/Serve", STRANDED: "stranded (no replica shape fits)", FREE: "free"}
 UNITS = {"GPU": "GPU", "CPU": "CPU", "memory": "GiB"}
@@ -38,21 +43,29 @@ def cluster_traces(
     snapshot: Snapshot, legend: bool = True, nodes: list[str] | None = None, palette: dict[str, str] | None = None
 ) -> list[Any]:
     """Bar traces for ``snapshot``: one per holder and resource column, every node a row in every column."""
+    order = nodes or _rows(snapshot)
+    return bar_traces(segments(snapshot), resources_of(snapshot), order, palette or deployment_colours(snapshot), legend)
+
+
+def bar_traces(
+    parts: list[Segment], columns: list[str], order: list[str], palette: dict[str, str], legend: bool = True
+) -> list[Any]:
+    """Stacked bars of ``parts``: a column per resource, a row per label in ``order`` (a node or a node
+    type), a trace per holder, each holder once in the legend."""
     import plotly.graph_objects as go
 
-    parts = segments(snapshot)
-    columns = resources_of(snapshot)
-    order = nodes or _rows(snapshot)
     holders = sorted({s.holder for s in parts}, key=lambda h: (h in FIXED, list(FIXED).index(h) if h in FIXED else 0, h))
-    palette = palette or deployment_colours(snapshot)
+    by_holder: dict[tuple[str, str], dict[str, Segment]] = {}
+    for s in parts:
+        by_holder.setdefault((s.resource, s.holder), {})[s.node] = s
     traces = []
     in_legend: set[str] = set()
     for column, resource in enumerate(columns, start=1):
         axes = {"xaxis": f"x{column if column > 1 else ''}", "yaxis": f"y{column if column > 1 else ''}"}
-        # An empty bar per row keeps every node a row in every column (the head has no GPU, say).
+        # An empty bar per row keeps every row in every column (the head has no GPU, say).
         traces.append(go.Bar(y=order, x=[0] * len(order), orientation="h", showlegend=False, hoverinfo="skip", **axes))
         for holder in holders:
-            mine = {s.node: s for s in parts if s.resource == resource and s.holder == holder}
+            mine = by_holder.get((resource, holder))
             if not mine:
                 continue
             rows = [n for n in order if n in mine]
@@ -77,8 +90,11 @@ def cluster_traces(
 
 def cluster_layout(snapshot: Snapshot, title: str = "", height: int | None = None) -> dict[str, Any]:
     """Axes for ``cluster_traces``: a column per resource, nodes as rows, fractions from 0 to 1."""
-    columns = resources_of(snapshot)
-    rows = _rows(snapshot)
+    return bar_layout(resources_of(snapshot), _rows(snapshot), title, height)
+
+
+def bar_layout(columns: list[str], rows: list[str], title: str = "", height: int | None = None) -> dict[str, Any]:
+    """Axes for ``bar_traces``: a column per resource, ``rows`` top to bottom, fractions from 0 to 1."""
     layout: dict[str, Any] = {
         "barmode": "stack",
         "title": {"text": title, "x": 0.01, "y": 0.98, "yanchor": "top", "font": {"size": 14}},
@@ -116,8 +132,104 @@ def cluster_figure(snapshot: Snapshot, title: str = "") -> Any:
     return go.Figure(data=cluster_traces(snapshot), layout=cluster_layout(snapshot, title))
 
 
+CELLS_PER_ROW = 50  # nodes per row of the cell map: 1000 nodes in about 20 rows
+CELL_PX = 16  # a cell map row
+STATE_LINES = {"draining": "#F58518", "freed": "#1B7F3B", "head": "#555555"}
+
+
+def overview_figure(view: Overview, columns: list[str], title: str = "") -> Any:
+    """A row of bars per node type: what each shown deployment holds of the type's resources, the other
+    deployments together, stranded and free."""
+    import plotly.graph_objects as go
+
+    rows = [g.label for g in view.groups]
+    parts = [s for g in view.groups for s in g.segments]
+    return go.Figure(bar_traces(parts, columns, rows, view.colours), bar_layout(columns, rows, title))
+
+
+def planned_overview(now: Overview, after: Overview, columns: list[str], title: str = "") -> Any:
+    """Each node type now and after the plan, one row above the other, in the same colours."""
+    import plotly.graph_objects as go
+
+    later = {g.type: g for g in after.groups}
+    rows: list[str] = []
+    parts: list[Segment] = []
+    for group in now.groups:
+        left = later.get(group.type)  # a type whose every node is freed has no group after
+        for row, source in (
+            (f"{group.type} now: {group.nodes}", group),
+            (f"{group.type} after: {left.nodes if left else 0}", left),
+        ):
+            rows.append(row)
+            parts += [replace(s, node=row) for s in (source.segments if source else ())]
+    return go.Figure(bar_traces(parts, columns, rows, now.colours), bar_layout(columns, rows, title))
+
+
+def detail_figure(snapshot: Snapshot, nodes: list[Node], view: Overview, title: str = "") -> Any:
+    """Per-node bars of ``nodes`` (the ones a person picked), in the overview's colours."""
+    import plotly.graph_objects as go
+
+    strand = stranded_by_node(snapshot)
+    columns = resources_of(snapshot)
+    parts = folded([s for n in nodes for s in node_segments(snapshot, n, strand, columns)], set(view.shown))
+    rows = [node_label(n) for n in nodes]
+    # No legend: the overview above it holds the same colours.
+    return go.Figure(bar_traces(parts, columns, rows, view.colours, legend=False), bar_layout(columns, rows, title))
+
+
+def cell_map(view: Overview, title: str = "") -> Any:
+    """A cell per node, grouped by type: darker for fuller, a red dot where capacity is stranded, a
+    green cross where the plan frees the node, an orange frame while it drains; hover for the node."""
+    import plotly.graph_objects as go
+
+    x: list[int] = []
+    y: list[float] = []
+    annotations = []
+    top = 0.0
+    for group in view.groups:
+        mine = [c for c in view.cells if c.type == group.type]
+        freed = f", {group.freed} freed by the plan" if group.freed else ""
+        text = f"<b>{group.label}</b>: {group.in_use} in use, {group.idle} idle{freed}, ${group.cost_per_hour:,.0f}/h"
+        annotations.append({"x": -0.6, "y": top, "text": text, "showarrow": False, "xanchor": "left", "font": {"size": 11}})
+        top += 1
+        for index in range(len(mine)):
+            x.append(index % CELLS_PER_ROW)
+            y.append(top + index // CELLS_PER_ROW)
+        top += -(-len(mine) // CELLS_PER_ROW) + 0.5
+    cells = [c for g in view.groups for c in view.cells if c.type == g.type]
+    base = go.Scatter(
+        x=x, y=y, mode="markers", showlegend=False, text=[c.title for c in cells], hovertemplate="%{text}<extra></extra>",
+        marker={
+            "symbol": "square", "size": CELL_PX - 4, "color": [c.colour for c in cells],
+            "line": {"color": [STATE_LINES.get(c.state, "#BBBBBB") for c in cells], "width": [2 if c.state in STATE_LINES else 0.5 for c in cells]},
+        },
+    )  # fmt: skip
+    marks = [
+        ("stranded capacity", [i for i, c in enumerate(cells) if c.stranded > 0], {"symbol": "circle", "size": 5, "color": "#D62728"}),
+        ("freed by the plan", [i for i, c in enumerate(cells) if c.state == "freed"], {"symbol": "x-thin", "size": 9, "line": {"color": "#1B7F3B", "width": 2}}),
+        ("draining", [i for i, c in enumerate(cells) if c.state == "draining"], {"symbol": "square-open", "size": CELL_PX - 2, "color": "#F58518"}),
+    ]  # fmt: skip
+    traces = [base] + [
+        go.Scatter(x=[x[i] for i in chosen], y=[y[i] for i in chosen], mode="markers", name=name, marker=marker, hoverinfo="skip")
+        for name, chosen, marker in marks
+        if chosen
+    ]
+    layout = {
+        "title": {"text": title, "x": 0.01, "y": 0.98, "yanchor": "top", "font": {"size": 14}},
+        "height": 90 + int(CELL_PX * top),
+        "width": 60 + CELL_PX * CELLS_PER_ROW,
+        "margin": {"l": 10, "r": 10, "t": 60 if title else 30, "b": 10},
+        "xaxis": {"visible": False, "range": [-0.7, CELLS_PER_ROW - 0.3]},
+        "yaxis": {"visible": False, "range": [top, -0.7]},
+        "legend": {"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0, "font": {"size": 11}},
+        "plot_bgcolor": "white",
+        "annotations": annotations,
+    }
+    return go.Figure(traces, layout)
+
+
 def _rows(snapshot: Snapshot) -> list[str]:
-    return [node_label(n) for n in sorted(snapshot.nodes, key=lambda n: (not n.head, n.type, n.id))]
+    return [node_label(n) for n in ordered_nodes(snapshot)]
 
 
 def _amount(segment: Segment) -> str:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from servelab.serving.placement import fits
-from servelab.serving.snapshot import Node, Replica, Snapshot
+from servelab.serving.snapshot import DeploymentInfo, Node, Replica, Snapshot
 
 GiB = 2**30
 NODE_TYPES = {
@@ -79,3 +80,53 @@ def wide_cluster(nodes: int, seed: int = 0) -> Snapshot:
     >>> wide_cluster(100, seed=1)
     """
     return fragmented_cluster(nodes, seed, fill=0.9, keep_fraction=0.45, shapes=WIDE_SHAPES, node_mix=WIDE_MIX)
+
+
+TEAMS = ("search", "ads", "chat", "vision", "speech", "risk", "maps", "docs")
+
+
+def many_deployments_cluster(nodes: int, seed: int = 0, teams: int = 6) -> Snapshot:
+    """``wide_cluster`` as a platform team sees it: each shape deployed by ``teams`` teams (an app
+    each, so 7 x ``teams`` deployments), nodes with hex ids like Ray's, and Serve's deployment list.
+
+    >>> len(many_deployments_cluster(1000).deployments)
+    42
+    """
+    rng = random.Random(seed)
+    base = _off_gpu_nodes(wide_cluster(nodes, seed))
+    ids = {n.id: n.id if n.head else f"{rng.getrandbits(128):032x}" for n in base.nodes}
+    apps = TEAMS[:teams]
+    replicas = [
+        Replica(f"{rng.getrandbits(32):08x}", f"{app}-{r.deployment}", app, ids[r.node_id or ""], r.resources)
+        for r in base.replicas
+        for app in [rng.choice(apps)]
+    ]
+    deployments = []
+    for app in apps:
+        for name, shape in WIDE_SHAPES:
+            count = sum(1 for r in replicas if r.app == app and r.deployment == f"{app}-{name}")
+            deployments.append(
+                DeploymentInfo(f"{app}-{name}", app, "HEALTHY", count, count, count, dict(shape), f"/{app}/{name}")
+            )
+    moved = tuple(replace(n, id=ids[n.id]) for n in base.nodes)
+    return Snapshot(moved, tuple(replicas), taken_at=0.0, deployments=tuple(deployments))
+
+
+def _off_gpu_nodes(snapshot: Snapshot) -> Snapshot:
+    """CPU-only replicas moved from GPU nodes onto CPU nodes where they fit, as Ray's scheduler
+    places them (it keeps work that needs no GPU off GPU nodes while others have room)."""
+    free = {n.id: dict(n.available) for n in snapshot.nodes}
+    cpu_nodes = [n.id for n in snapshot.nodes if not n.head and not n.total.get("GPU")]
+    gpu_nodes = {n.id for n in snapshot.nodes if n.total.get("GPU")}
+    replicas = []
+    for replica in snapshot.replicas:
+        if replica.node_id in gpu_nodes and not replica.resources.get("GPU"):
+            target = next((n for n in cpu_nodes if fits(free[n], replica.resources)), None)
+            if target is not None:
+                for name, amount in replica.resources.items():
+                    free[replica.node_id][name] += amount
+                    free[target][name] -= amount
+                replica = replace(replica, node_id=target)
+        replicas.append(replica)
+    nodes = tuple(replace(n, available={k: round(v, 9) for k, v in free[n.id].items()}) for n in snapshot.nodes)
+    return replace(snapshot, nodes=nodes, replicas=tuple(replicas))

@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from servelab.ports import free_port
 from servelab.testing.servers import _Process
@@ -39,6 +40,22 @@ def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> No
             return
         time.sleep(0.5)
     raise AssertionError(f"{what} not seen within {timeout_s:.0f} s")
+
+
+def prompts(page: Any) -> list[str]:
+    """The execution prompts of a notebook's code cells as JupyterLab shows them ("[3]:", "[*]:")."""
+    return [t.strip() for t in page.locator(".jp-CodeCell .jp-InputArea-prompt").all_inner_texts()]
+
+
+def wait_until_idle(page: Any, cells: int, timeout_s: float) -> None:
+    """Until the first ``cells`` code cells show an execution count (they start with none) and none runs."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        shown = prompts(page)
+        if all(p[1:-2].strip().isdigit() for p in shown[:cells]) and not any("*" in p for p in shown):
+            return
+        time.sleep(1)
+    raise AssertionError(f"cells still running after {timeout_s:.0f} s: {prompts(page)}")
 
 
 class LabServer(_Process):

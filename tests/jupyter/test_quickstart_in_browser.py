@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 import pytest
 
-from servelab.testing.lab import CHROMIUM_ARGS, LabServer, chromium_path, wait_for
+from servelab.testing.lab import CHROMIUM_ARGS, LabServer, chromium_path, prompts, wait_for, wait_until_idle
 from servelab.widgets.model import deployment_colours
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,21 +67,6 @@ def page(lab: LabServer) -> Iterator[Any]:
             yield page
         finally:
             browser.close()
-
-
-def prompts(page: Any) -> list[str]:
-    return [t.strip() for t in page.locator(".jp-CodeCell .jp-InputArea-prompt").all_inner_texts()]
-
-
-def wait_until_idle(page: Any, cells: int, timeout_s: float) -> None:
-    """Until the first ``cells`` code cells show an execution count (they start with none) and none runs."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        shown = prompts(page)
-        if all(p[1:-2].strip().isdigit() for p in shown[:cells]) and not any("*" in p for p in shown):
-            return
-        time.sleep(1)
-    raise AssertionError(f"cells still running after {timeout_s:.0f} s: {prompts(page)}")
 
 
 def busy_processes(root_pid: int) -> dict[str, float]:
