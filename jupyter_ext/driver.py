@@ -70,7 +70,7 @@ def op_model(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any]]
     from servelab import serving
     from servelab.jupyter_ext.model import cluster_model
 
-    return cluster_model(serving.snapshot(), address, serving.autocompact_status())
+    return cluster_model(serving.snapshot(), address, serving.autocompact_status(), group=args.get("group"))
 
 
 def op_plan(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:

@@ -77,7 +77,7 @@ class ClusterHandler(BaseHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
         async def read() -> dict[str, Any]:
-            return await self.manager.model(self.address())
+            return await self.manager.model(self.address(), self.get_query_argument("group", None))
 
         await self.answer(read())
 

@@ -26,6 +26,7 @@ from servelab.jupyter_ext.model import PLAN_VIEW_ONLY
 
 ADDRESS = re.compile(r"^(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$|^auto$")
 PLANS_KEPT = 32
+NO_CLUSTER = "No cluster yet: start one in a notebook with %servelab up, set RAY_ADDRESS, or c.Servelab.address."
 
 
 class ApiError(Exception):
@@ -145,13 +146,14 @@ class ClusterManager:
         raise ApiError(
             404,
             "no-cluster",
-            "no cluster found: start one in a notebook (%servelab up), set RAY_ADDRESS, or c.Servelab.address.",
+            NO_CLUSTER,
         )
 
-    async def model(self, address: str | None) -> dict[str, Any]:
-        """The JSON model of the cluster at ``address`` (default: the first one that answers)."""
+    async def model(self, address: str | None, group: str | None = None) -> dict[str, Any]:
+        """The JSON model of the cluster at ``address`` (default: the first one that answers); of a
+        large cluster, with the nodes of type ``group`` as cards."""
         address = await self._address(address)
-        model = await self._call(address, "model", {}, self.settings.request_timeout_s)
+        model = await self._call(address, "model", {"group": group} if group else {}, self.settings.request_timeout_s)
         running = [c.id for c in self.compactions.values() if c.address == address and c.state == "running"]
         return {**model, "compaction": running[0] if running else None, "refresh_interval_s": self.settings.refresh_interval_s}
 

@@ -77,12 +77,42 @@ export interface ClusterModel {
   resources: string[];
   holders: string[];
   colours: Record<string, string>; // per deployment ("app/name"), the same as in the notebook's widgets
-  nodes: NodeModel[];
+  nodes: NodeModel[]; // every node; of a large cluster, only the picked type's most stranded (see overview)
+  overview: OverviewModel | null; // a large cluster (over 40 nodes) by node type and as cells; null otherwise
   deployments: DeploymentModel[];
   weight_cache: CacheEntryModel[];
   autocompact: AutoModel | null;
   compaction: string | null;
   refresh_interval_s: number;
+}
+
+/** One node of a large cluster as a cell (servelab.widgets.overview.NodeCell). */
+export interface CellModel {
+  state: 'head' | 'in use' | 'idle' | 'draining' | 'freed';
+  colour: string; // lighter for emptier, as the widgets draw it
+  stranded: boolean;
+  title: string; // what hovering says
+}
+
+/** The nodes of one type of a large cluster, with their summed bars (servelab.widgets.overview.NodeGroup). */
+export interface GroupModel {
+  type: string;
+  label: string;
+  nodes: number;
+  in_use: number;
+  idle: number;
+  draining: number;
+  freed: number;
+  cost_per_hour: number;
+  bars: Record<string, Segment[]>;
+  cells: CellModel[]; // most stranded first
+}
+
+export interface OverviewModel {
+  groups: GroupModel[];
+  folded: number; // deployments drawn together as "other deployments"
+  group: string | null; // the type whose nodes are in ClusterModel.nodes
+  detail_nodes: number; // how many of its nodes, most stranded first
 }
 
 export interface AutoModel {
@@ -209,7 +239,7 @@ function post<T>(path: string, body: object): Promise<T> {
 
 export const api = {
   clusters: () => request<{ clusters: ClusterEntry[]; refresh_interval_s: number }>('clusters'),
-  cluster: (address: string | null) => request<ClusterModel>('cluster', {}, { address }),
+  cluster: (address: string | null, group: string | null = null) => request<ClusterModel>('cluster', {}, { address, group }),
   plan: (address: string | null, objective: string) => post<PlanModel>('plans', { address, objective }),
   compact: (plan: string, budget: Budget = {}) => post<CompactionModel>('compactions', { plan, budget }),
   compaction: (id: string) => request<CompactionModel>(`compactions/${id}`),

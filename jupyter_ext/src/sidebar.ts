@@ -8,12 +8,14 @@
 import { Signal, ISignal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
-import { api, ApiError, AutoModel, CacheEntryModel, ClusterEntry, ClusterModel, CompactionEvent, CompactionModel, DeploymentModel, follow, NodeModel, PlanModel } from './api';
+import { api, ApiError, AutoModel, CacheEntryModel, ClusterEntry, ClusterModel, CompactionEvent, CompactionModel, DeploymentModel, follow, NodeModel, PlanModel, Segment } from './api';
 import { bytes, fill, h, money, num } from './dom';
 
 const UNITS: Record<string, string> = { GPU: 'GPU', CPU: 'CPU', memory: 'GiB' };
 const HIDDEN_EVERY = 3;
 const FIXED: Record<string, string> = { other: 'used by Ray/Serve', stranded: 'stranded', free: 'free' };
+const SEARCH_ABOVE = 12; // deployments listed before a search box helps
+const LISTED = 10; // a plan's moves and stays listed before "and N more" (as the notebook's summary)
 
 export class ServelabSidebar extends Widget {
   constructor() {
@@ -25,6 +27,7 @@ export class ServelabSidebar extends Widget {
     this._picker.addEventListener('change', () => {
       this._address = this._picker.value || null;
       this._plan = null;
+      this._group = null;
       void this.refresh();
     });
   }
@@ -44,10 +47,8 @@ export class ServelabSidebar extends Widget {
       const { clusters, refresh_interval_s } = await api.clusters();
       this._interval = refresh_interval_s * 1000;
       this._drawPicker(clusters);
-      if (!clusters.length) {
-        throw new ApiError(404, 'no-cluster', 'No cluster yet. Start one in a notebook with %servelab up, or set RAY_ADDRESS.');
-      }
-      this._model = await api.cluster(this._address);
+      // With no cluster listed, the server's answer says what to do (its 404 'no-cluster').
+      this._model = await api.cluster(clusters.length ? this._address : null, this._group);
       this._error = null;
       this._forgetWhatChanged(this._model.fingerprint);
     } catch (error) {
@@ -182,7 +183,7 @@ export class ServelabSidebar extends Widget {
         figure('in use', `${head.nodes_in_use}`, 'servelab-nodes-in-use', 'worker nodes hosting replicas'),
         figure('lower bound', `${head.lower_bound}`, 'servelab-lower-bound', 'the fewest worker nodes that could hold every replica'),
         figure('fragment.', num(head.score), 'servelab-score', 'fragmentation: (in use - lower bound) / in use; 0 is packed'),
-        figure('$ / hour', head.cost_per_hour.toFixed(2), 'servelab-cost', `what the cluster's nodes cost per hour (${head.pricing})`)
+        figure('$ / hour', compact(head.cost_per_hour, v => v.toFixed(2)), 'servelab-cost', `what the cluster's nodes cost per hour (${head.pricing})`)
       ),
       head.draining ? h('div', { class: 'servelab-Message servelab-Draining' }, drainingLine(model.nodes)) : null,
       head.gpus ? h('div', { class: 'servelab-Message servelab-Gpus', title: 'what the GPUs really are, beside Ray\'s reservations' }, head.gpus) : null,
@@ -194,10 +195,9 @@ export class ServelabSidebar extends Widget {
     const palette = new Map(Object.entries(model.colours));
     fill(
       this._body,
-      h('h3', {}, 'Nodes'),
-      legend(model.holders, palette),
-      h('div', { class: 'servelab-Nodes' }, ...model.nodes.map(node => drawNode(node, model.resources, palette))),
-      h('h3', {}, 'Deployments'),
+      ...this._nodesPart(model, palette),
+      h('h3', {}, this._deploymentsTitle(model)),
+      model.deployments.length > SEARCH_ABOVE ? this._search : null,
       this._drawDeployments(model.deployments, palette, model.compaction !== null),
       this._scaleError ? h('div', { class: 'servelab-Message servelab-mod-error servelab-ScaleError' }, this._scaleError) : null,
       model.weight_cache.length ? h('h3', {}, 'Weight cache') : null,
@@ -207,10 +207,65 @@ export class ServelabSidebar extends Widget {
     this._drawCompaction();
   }
 
-  private _drawDeployments(deployments: DeploymentModel[], palette: Map<string, string>, compacting: boolean): HTMLElement {
-    if (!deployments.length) {
+  /** The nodes: a card each, or for a large cluster a row of bars per node type, a cell per node,
+   * and the cards of the picked type's most stranded nodes (a click on a type picks it). */
+  private _nodesPart(model: ClusterModel, palette: Map<string, string>): (HTMLElement | null)[] {
+    const view = model.overview;
+    if (!view) {
+      return [
+        h('h3', {}, 'Nodes'),
+        legend(model.holders, palette),
+        h('div', { class: 'servelab-Nodes' }, ...model.nodes.map(node => drawNode(node, model.resources, palette)))
+      ];
+    }
+    const groups = view.groups.map(group => {
+      const picked = view.group === group.type;
+      const counts = `${group.in_use} in use · ${group.idle} idle${group.draining ? ` · ${group.draining} draining` : ''}${group.freed ? ` · ${group.freed} freed` : ''}`;
+      const element = h(
+        'div',
+        {
+          class: `servelab-Group${picked ? ' servelab-mod-picked' : ''}`,
+          'data-group': group.type,
+          title: group.type === 'head' ? '' : picked ? 'click to hide its nodes' : `click for the ${view.detail_nodes} most stranded ${group.type} nodes`
+        },
+        h('div', { class: 'servelab-NodeHead' }, h('span', { class: 'servelab-NodeLabel' }, group.label), h('span', { class: 'servelab-GroupCounts' }, counts), h('span', { class: 'servelab-NodeCost' }, money(group.cost_per_hour))),
+        ...drawBars(group.bars, model.resources, palette),
+        h(
+          'div',
+          { class: 'servelab-Cells' },
+          ...group.cells.map(c => h('span', { class: `servelab-Cell${c.stranded ? ' servelab-mod-stranded' : ''}`, 'data-state': c.state, style: `background:${c.colour}`, title: c.title }))
+        )
+      );
+      if (group.type !== 'head') {
+        element.addEventListener('click', () => {
+          this._group = picked ? null : group.type;
+          void this.refresh();
+        });
+      }
+      return element;
+    });
+    return [
+      h('h3', {}, `Nodes: ${model.header.nodes} in ${view.groups.length} type(s)`),
+      legend(model.holders, palette),
+      h('div', { class: 'servelab-Note' }, 'A cell per node, darker for fuller; a red dot: capacity stranded.'),
+      h('div', { class: 'servelab-Groups' }, ...groups),
+      view.group && model.nodes.length ? h('h3', {}, `The ${model.nodes.length} most stranded ${view.group} nodes`) : null,
+      view.group ? h('div', { class: 'servelab-Nodes' }, ...model.nodes.map(node => drawNode(node, model.resources, palette))) : null
+    ];
+  }
+
+  /** "Deployments", with how many are drawn together as "other deployments" in a large view. */
+  private _deploymentsTitle(model: ClusterModel): string {
+    const folded = model.overview?.folded ?? 0;
+    return folded ? `Deployments (${model.deployments.length}; ${folded} drawn as "other deployments")` : 'Deployments';
+  }
+
+  private _drawDeployments(all: DeploymentModel[], palette: Map<string, string>, compacting: boolean): HTMLElement {
+    if (!all.length) {
       return h('div', { class: 'servelab-Message' }, 'No deployments yet: %%deploy one from a notebook.');
     }
+    const wanted = all.length > SEARCH_ABOVE ? this._search.value.trim().toLowerCase() : '';
+    const deployments = wanted ? all.filter(d => `${d.app}/${d.name}`.toLowerCase().includes(wanted)) : all;
     const rows = deployments.map(d => {
       const key = `${d.app}/${d.name}`;
       const why = d.autoscaling
@@ -315,6 +370,8 @@ export class ServelabSidebar extends Widget {
     this._picker,
     button('↻', 'servelab-refresh', () => void this.refresh())
   );
+  private _search = searchBox(() => this._draw());
+  private _group: string | null = null; // the node type of a large cluster whose nodes are shown
   private _status = h('div', { class: 'servelab-Status' });
   private _body = h('div', { class: 'servelab-Body' });
   private _compaction = h('div', { class: 'servelab-Compaction' });
@@ -391,6 +448,37 @@ function seconds(value: number): string {
   return value >= 120 ? `${Math.round(value / 60)} min` : `${Math.round(value)} s`;
 }
 
+/** A bar per resource, split by holder; the total at the right (a node's, or a node type's summed). */
+function drawBars(bars: Record<string, Segment[]>, resources: string[], palette: Map<string, string>): HTMLElement[] {
+  return resources.map(resource => {
+    const segments = bars[resource];
+    if (!segments) {
+      return h('div', { class: 'servelab-BarRow' }, h('span', { class: 'servelab-BarName' }, resource), h('span', { class: 'servelab-BarNone' }, '-'));
+    }
+    const inUnits = (amount: number) => (resource === 'memory' ? amount / 2 ** 30 : amount);
+    const total = segments.reduce((sum, s) => sum + s.amount, 0);
+    return h(
+      'div',
+      { class: 'servelab-BarRow', 'data-resource': resource },
+      h('span', { class: 'servelab-BarName' }, resource),
+      h(
+        'div',
+        { class: 'servelab-Bar' },
+        ...segments.map(s => {
+          const known = s.holder in FIXED;
+          return h('div', {
+            class: `servelab-Segment ${known ? `servelab-holder-${s.holder}` : 'servelab-holder-deployment'}`,
+            'data-holder': s.holder,
+            style: `width:${(s.fraction * 100).toFixed(2)}%;${known ? '' : `background:${palette.get(s.holder) ?? '#888'}`}`,
+            title: `${FIXED[s.holder] ?? s.holder}: ${num(inUnits(s.amount))} ${UNITS[resource] ?? resource}`
+          });
+        })
+      ),
+      h('span', { class: 'servelab-BarTotal' }, compact(inUnits(total)))
+    );
+  });
+}
+
 function drawNode(node: NodeModel, resources: string[], palette: Map<string, string>): HTMLElement {
   const badges = [
     node.head ? h('span', { class: 'servelab-Badge' }, 'head') : null,
@@ -410,34 +498,7 @@ function drawNode(node: NodeModel, resources: string[], palette: Map<string, str
         )
       : null
   ];
-  const bars = resources.map(resource => {
-    const segments = node.bars[resource];
-    if (!segments) {
-      return h('div', { class: 'servelab-BarRow' }, h('span', { class: 'servelab-BarName' }, resource), h('span', { class: 'servelab-BarNone' }, '-'));
-    }
-    const total = node.total[resource] ?? 0;
-    const shown = resource === 'memory' ? total / 2 ** 30 : total;
-    return h(
-      'div',
-      { class: 'servelab-BarRow', 'data-resource': resource },
-      h('span', { class: 'servelab-BarName' }, resource),
-      h(
-        'div',
-        { class: 'servelab-Bar' },
-        ...segments.map(s => {
-          const known = s.holder in FIXED;
-          const amount = resource === 'memory' ? s.amount / 2 ** 30 : s.amount;
-          return h('div', {
-            class: `servelab-Segment ${known ? `servelab-holder-${s.holder}` : 'servelab-holder-deployment'}`,
-            'data-holder': s.holder,
-            style: `width:${(s.fraction * 100).toFixed(2)}%;${known ? '' : `background:${palette.get(s.holder) ?? '#888'}`}`,
-            title: `${FIXED[s.holder] ?? s.holder}: ${num(amount)} ${UNITS[resource] ?? resource}`
-          });
-        })
-      ),
-      h('span', { class: 'servelab-BarTotal' }, `${num(shown)}`)
-    );
-  });
+  const bars = drawBars(node.bars, resources, palette);
   return h(
     'div',
     { class: `servelab-Node${node.draining ? ' servelab-mod-draining' : ''}`, 'data-node': node.id },
@@ -466,6 +527,25 @@ function drawCache(entries: CacheEntryModel[]): HTMLElement {
   );
 }
 
+/** Why nodes stay: the first LISTED, then how many more. */
+function stays(plan: PlanModel, label: (id: string) => string): HTMLElement[] {
+  const all = Object.entries(plan.blocked);
+  const shown = all.slice(0, LISTED).map(([id, why]) => h('div', { class: 'servelab-Why' }, `${label(id)} stays: ${why}`));
+  return all.length > LISTED ? [...shown, h('div', { class: 'servelab-Why servelab-More' }, `and ${all.length - LISTED} more node(s) that stay`)] : shown;
+}
+
+/** A search box over the deployments; it lives across redraws so it keeps its focus and text. */
+function searchBox(onInput: () => void): HTMLInputElement {
+  const box = h('input', { class: 'servelab-Search jp-mod-styled', type: 'search', placeholder: 'filter deployments' }) as HTMLInputElement;
+  box.addEventListener('input', onInput);
+  return box;
+}
+
+/** `13600` as "13.6k": a large cluster's figures fit their boxes; smaller ones as ``below`` writes them. */
+function compact(value: number, below: (value: number) => string = num): string {
+  return value >= 1000 ? `${num(value / 1000, 1)}k` : below(value);
+}
+
 function drawPlan(plan: PlanModel): HTMLElement {
   const label = (id: string) => plan.labels[id] ?? id.slice(0, 8);
   if (!plan.nodes_to_free.length) {
@@ -473,7 +553,7 @@ function drawPlan(plan: PlanModel): HTMLElement {
       'div',
       { class: 'servelab-Plan' },
       h('div', { class: 'servelab-Message' }, `Nothing to free: ${plan.nodes_before} node(s) in use, lower bound ${plan.lower_bound}.`),
-      ...Object.entries(plan.blocked).map(([id, why]) => h('div', { class: 'servelab-Why' }, `${label(id)} stays: ${why}`))
+      ...stays(plan, label)
     );
   }
   const freed = Object.entries(plan.freed_resources)
@@ -491,9 +571,10 @@ function drawPlan(plan: PlanModel): HTMLElement {
     h(
       'ul',
       { class: 'servelab-Moves' },
-      ...plan.moves.map(m => h('li', {}, `${m.deployment}: ${label(m.source)} → ${label(m.target)}`))
+      ...plan.moves.slice(0, LISTED).map(m => h('li', {}, `${m.deployment}: ${label(m.source)} → ${label(m.target)}`)),
+      plan.moves.length > LISTED ? h('li', { class: 'servelab-More' }, `and ${plan.moves.length - LISTED} more move(s)`) : null
     ),
-    ...Object.entries(plan.blocked).map(([id, why]) => h('div', { class: 'servelab-Why' }, `${label(id)} stays: ${why}`))
+    ...stays(plan, label)
   );
 }
 

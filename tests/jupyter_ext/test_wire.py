@@ -10,7 +10,7 @@ from typing import Any
 from servelab.jupyter_ext.manager import Compaction
 from servelab.jupyter_ext.model import cluster_model, plan_model
 from servelab.serving import AutoPolicy, AutoStatus, Budget, CompactionEvent, CompactionReport, LatencyStats, plan
-from servelab.testing.clusters import fragmented_cluster
+from servelab.testing.clusters import fragmented_cluster, many_deployments_cluster
 from tests.jupyter_ext.wire import check, declared_types, drift
 
 
@@ -21,6 +21,13 @@ def as_json(value: Any) -> Any:
 def served(model: dict[str, Any]) -> Any:
     """The driver's model as the manager serves it: with what only the server knows added."""
     return as_json({**model, "compaction": None, "refresh_interval_s": 2.0})
+
+
+def test_a_large_clusters_model_matches_api_ts_with_and_without_a_picked_type() -> None:
+    snap = many_deployments_cluster(60, seed=2)
+    for group in (None, "gpu8"):
+        model = served(cluster_model(snap, "127.0.0.1:6379", group=group))
+        assert model["overview"] is not None and drift(model, "ClusterModel") == []
 
 
 def test_the_cluster_plan_and_compaction_models_match_api_ts() -> None:
