@@ -294,7 +294,7 @@ export class ServelabSidebar extends Widget {
             'span',
             { class: 'servelab-DeploymentName', title: d.message },
             h('span', { class: 'servelab-Swatch', style: `background:${palette.get(key) ?? '#888'}` }),
-            h('span', {}, d.name)
+            h('span', { title: key }, d.name)
           ),
           d.app === d.name ? null : h('div', { class: 'servelab-Note' }, `in ${d.app}`)
         ),
