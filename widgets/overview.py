@@ -39,7 +39,6 @@ OTHERS = "other deployments"
 OTHERS_COLOUR = "#BAB0AC"
 # No reds: in a large view red means stranded capacity, and the eye must find it at once.
 LARGE_PALETTE = tuple(c for c in PALETTE if c not in ("#E45756", "#FF9DA6"))
-STATES = ("head", "in use", "idle", "draining", "freed")  # "freed": the plan frees it
 EMPTY, LIGHT, DARK = "#EEEEEE", (222, 235, 247), (8, 69, 148)
 
 
@@ -60,7 +59,7 @@ class NodeCell:
     id: str
     label: str
     type: str
-    state: str  # one of STATES
+    state: str  # "head", "in use", "idle", "draining", or "freed" (the plan frees it)
     resource: str  # main_resource
     used: float  # fraction of the main resource held
     stranded: float  # of the main resource, free but fitting no running replica shape
@@ -119,11 +118,6 @@ def top_deployments(snapshot: Snapshot, limit: int = TOP_DEPLOYMENTS) -> list[st
     return sorted(held, key=lambda name: (-held[name][0], -held[name][1], name))[:limit]
 
 
-def overview_colours(shown: list[str]) -> dict[str, str]:
-    """``colours`` of the shown deployments from the palette without reds, OTHERS in grey."""
-    return {**colours(shown, LARGE_PALETTE), OTHERS: OTHERS_COLOUR}
-
-
 def overview(snapshot: Snapshot, plan: Plan | None = None, shown: list[str] | None = None) -> Overview:
     """``snapshot`` summarised by node type, each node a cell; the nodes ``plan`` frees marked.
     ``shown`` names the deployments with their own colour (default: ``top_deployments``), so a plan's
@@ -138,9 +132,9 @@ def overview(snapshot: Snapshot, plan: Plan | None = None, shown: list[str] | No
         cells[node.type].append(_cell(snapshot, node, strand, freed))
         segments[node.type] += node_segments(snapshot, node, strand, resources)
     groups = tuple(_group(snapshot, kind, cells[kind], segments[kind], set(shown)) for kind in cells)
-    ordered = tuple(c for kind in cells for c in sorted(cells[kind], key=lambda c: (-c.stranded, -c.used, c.id)))
+    ordered = tuple(c for kind in cells for c in sorted(cells[kind], key=_most_stranded_first))
     everyone = {f"{r.app}/{r.deployment}" for r in snapshot.replicas} | {f"{d.app}/{d.name}" for d in snapshot.deployments}
-    palette = {**dict.fromkeys(everyone, OTHERS_COLOUR), **overview_colours(list(shown))}
+    palette = {**dict.fromkeys([*everyone, OTHERS], OTHERS_COLOUR), **colours(list(shown), LARGE_PALETTE)}
     return Overview(groups, ordered, tuple(shown), len(everyone - set(shown)), palette)
 
 
@@ -149,7 +143,12 @@ def group_detail(snapshot: Snapshot, node_type: str, limit: int = DETAIL_NODES) 
     strand = stranded_by_node(snapshot)
     mine = [n for n in snapshot.nodes if n.type == node_type]
     cells = {n.id: _cell(snapshot, n, strand, set()) for n in mine}
-    return sorted(mine, key=lambda n: (-cells[n.id].stranded, -cells[n.id].used, n.id))[:limit]
+    return sorted(mine, key=lambda n: _most_stranded_first(cells[n.id]))[:limit]
+
+
+def _most_stranded_first(cell: NodeCell) -> tuple[float, float, str]:
+    """The order a type's nodes are shown in: most stranded, then fullest."""
+    return (-cell.stranded, -cell.used, cell.id)
 
 
 def folded(parts: list[Segment], shown: set[str], label: str | None = None) -> list[Segment]:
