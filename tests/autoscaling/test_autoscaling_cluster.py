@@ -91,7 +91,25 @@ def scaled_down() -> Snapshot:
     serving.scale("a", 2)
     serving.scale("b", 2)
     serving.wait_healthy()
-    return serving.snapshot()
+    # Serve reports the deployments healthy before the stopped replicas' processes have given their
+    # GPUs back to Ray: the plan is made once Ray's own accounting holds only the running replicas
+    # (a fresh-clone run planned while a stopped replica still held its GPU, and found nothing to free).
+    return released()
+
+
+def released(timeout_s: float = 60.0) -> Snapshot:
+    """A snapshot in which the workers' used GPUs are exactly what the running replicas hold."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        snap = serving.snapshot()
+        used = sum(n.total.get("GPU", 0.0) - n.available.get("GPU", 0.0) for n in snap.workers)
+        running = sum(r.resources.get("GPU", 0.0) for r in snap.replicas if r.state == "RUNNING")
+        if abs(used - running) < 1e-6:
+            return snap
+        assert time.monotonic() < deadline, (
+            f"GPUs still held by stopped replicas after {timeout_s:.0f} s: {used} used, {running} running"
+        )
+        time.sleep(0.5)
 
 
 def test_compaction_frees_nodes_and_the_autoscaler_terminates_them_with_no_failed_request(cluster: str) -> None:
