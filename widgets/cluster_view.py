@@ -74,8 +74,10 @@ class ClusterView(LiveView[Snapshot]):
         self._draw_detail()
 
     def _on_pick(self, _: object) -> None:
+        """A person picked a type (the kernel's thread): drawn under the refresher's lock."""
         if not self._quiet:
-            self._draw_detail()
+            with self._lock:
+                self._draw_detail()
 
     def _draw_detail(self) -> None:
         """The picked type's most stranded nodes as bars, under the cell map (nothing while none is picked)."""
