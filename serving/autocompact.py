@@ -20,7 +20,6 @@ from typing import Any
 from servelab.errors import CompactionError
 from servelab.serving import context, ray_adapter
 from servelab.serving.budget import Budget, not_worth_it
-from servelab.serving.context import Session
 from servelab.serving.executor import CompactionEvent, compact
 from servelab.serving.planner import plan
 from servelab.serving.reader import quick_snapshot, snapshot
@@ -67,8 +66,7 @@ class AutoStatus:
 class AutoCompactor:
     """The actor's body: a loop on a thread, so ``status()`` answers while a compaction runs."""
 
-    def __init__(self, policy: AutoPolicy, node_types: dict[str, Any]) -> None:
-        context.set_session(Session("(inside the cluster)", None, node_types))
+    def __init__(self, policy: AutoPolicy) -> None:
         self._policy = policy
         self._state = "waiting"
         self._quiet = QuietClock()
@@ -196,7 +194,7 @@ def autocompact(
         ray_adapter.kill_actor(previous)
     if not on:
         return last
-    actor = ray_adapter.start_on_head(AutoCompactor, ACTOR_NAME, policy, context.current().node_types)
+    actor = ray_adapter.start_on_head(AutoCompactor, ACTOR_NAME, policy)
     return ray_adapter.call(actor, "status")
 
 

@@ -30,6 +30,9 @@ NODE_TYPE_LABEL = "servelab.io/node-type"
 GPU_MODE_LABEL = "servelab.io/gpus"
 # Its price, so a process that attaches (the sidebar) prices the node as the one that started it does.
 COST_LABEL = "servelab.io/cost-per-hour"
+# The physical GPUs up() gave it ("0_1": Ray's label values allow no comma), so any process on this
+# machine, not just the one that started the cluster, reads what those GPUs are doing.
+GPU_DEVICES_LABEL = "servelab.io/gpu-devices"
 SERVE_PORT = 8000
 # cluster_utils waits 30 s for a raylet to register: on 2 loaded cores a worker once took longer.
 NODE_START_TIMEOUT_S = 120.0
@@ -283,11 +286,14 @@ def node_type_of(labels: dict[str, str]) -> str | None:
     return labels.get(NODE_TYPE_LABEL)
 
 
-def worker_labels(name: str, spec: NodeType, gpu_mode: str) -> dict[str, str]:
-    """The labels every worker of type ``name`` carries: the user's, its type, GPU mode and price."""
+def worker_labels(name: str, spec: NodeType, gpu_mode: str, devices: tuple[int, ...] = ()) -> dict[str, str]:
+    """The labels every worker of type ``name`` carries: the user's, its type, GPU mode, price and
+    physical GPUs; what a snapshot knows of a node beyond Ray's own figures comes from them."""
     labels = {**spec.labels, NODE_TYPE_LABEL: name, GPU_MODE_LABEL: gpu_mode}
     if spec.cost_per_hour is not None:
         labels[COST_LABEL] = repr(float(spec.cost_per_hour))
+    if devices:
+        labels[GPU_DEVICES_LABEL] = "_".join(str(index) for index in devices)
     return labels
 
 
@@ -297,6 +303,12 @@ def cost_from_labels(labels: dict[str, str]) -> float | None:
         return float(labels[COST_LABEL])
     except (KeyError, ValueError):
         return None
+
+
+def devices_from_labels(labels: dict[str, str]) -> tuple[int, ...]:
+    """The physical GPUs ``worker_labels`` gave a node; none for a node up() did not start or gave none."""
+    value = labels.get(GPU_DEVICES_LABEL, "")
+    return tuple(int(index) for index in value.split("_") if index.isdigit())
 
 
 def _add_worker(session: Session, name: str, devices: tuple[int, ...]) -> str:
@@ -309,7 +321,7 @@ def _add_worker(session: Session, name: str, devices: tuple[int, ...]) -> str:
         spec.cpus,
         spec.gpus,
         spec.memory,
-        worker_labels(name, spec, plan.mode),
+        worker_labels(name, spec, plan.mode, devices),
         environment,
     )
     session.workers[node_id] = node

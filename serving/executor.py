@@ -23,6 +23,7 @@ from servelab.serving import context, ray_adapter, reader
 from servelab.serving.autoscaler import termination_line
 from servelab.serving.budget import Budget, as_planned, not_worth_it, waves
 from servelab.serving.cluster import remove_node
+from servelab.serving.context import Session
 from servelab.serving.placement import Room, stuck
 from servelab.serving.planner import Plan
 from servelab.serving.planner import plan as make_plan
@@ -103,8 +104,8 @@ def compact(
     >>> report.nodes_freed, report.replicas_moved, report.replicas_as_planned
     """
     started = time.monotonic()
-    session = context.current()
     snap = snapshot()
+    removes_nodes = _removes_nodes(context.get())
     if plan is None:
         plan = make_plan(snap, budget=budget, **plan_options)
     elif plan_options:
@@ -155,7 +156,7 @@ def compact(
     def release(nodes: list[str]) -> None:
         for node_id in nodes:
             release_cached_weights(node_id, handovers.pop(node_id, None))  # held there, they would keep it busy
-            if session.removes_nodes:
+            if removes_nodes:
                 remove_node(node_id)
                 ray_adapter.forget(DRAIN_RECORD, node_id)
                 message = f"{short_id(node_id)} released"
@@ -230,7 +231,7 @@ def compact(
     finally:
         stats = probe.stop() if probe is not None else {}
     terminated: list[tuple[str, float]] = []
-    if freed and not session.removes_nodes and snap.autoscaler is not None:
+    if freed and not removes_nodes and snap.autoscaler is not None:
         for node_id, after_s in _await_terminations(freed, drained_at, node_timeout_s):
             terminated.append((node_id, after_s))
             emit("terminated", node_id, termination_line(node_id, after_s), len(freed))
@@ -253,6 +254,13 @@ def compact(
         budget=budget,
         terminated=tuple(terminated),
     )
+
+
+def _removes_nodes(session: Session | None) -> bool:
+    """Whether the compacting process removes each freed node itself: it started the fixed embedded
+    cluster, standing in for an autoscaler. Elsewhere (a process that attached, the automatic
+    compactor on the head) Ray ends a drained, idle raylet and the autoscaler terminates its node."""
+    return session is not None and session.removes_nodes
 
 
 def _drain(node_id: str) -> None:

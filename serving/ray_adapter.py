@@ -88,7 +88,12 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def dial_loopback() -> None:
-    """Let this process, and every process it starts, reach a cluster bound to 127.0.0.1 as such."""
+    """Let this process, and every process it starts, reach a cluster bound to 127.0.0.1 as such.
+
+    Why a patch: on Linux, ``services.get_node_ip_address`` (Ray 2.60) names this machine by the
+    address it would reach the network from, where a cluster bound to 127.0.0.1 has no raylet; it
+    answers 127.0.0.1 only where multi-node clusters are "not enabled", a constant Ray reads once at
+    import. The variable covers the processes started later, the constant this one."""
     from ray._private import ray_constants
 
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"

@@ -1,4 +1,9 @@
-"""Read the live cluster into a Snapshot: nodes from the GCS, deployments and replicas from Serve."""
+"""Read the live cluster into a Snapshot: nodes from the GCS, deployments and replicas from Serve.
+
+Everything comes from the cluster itself (what servelab knows of a node beyond Ray's figures, its
+type, price and physical GPUs, travels in the labels up() gave it), never from this process's
+Session: a process that attached, or the automatic compactor on the head, reads the same snapshot
+as the one that started the cluster."""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from dataclasses import replace
 
 from servelab.serving import context, gpu_metrics, ray_adapter
 from servelab.serving.autoscaler import parse_status
-from servelab.serving.cluster import GPU_MODE_LABEL, cost_from_labels, node_type_of
+from servelab.serving.cluster import GPU_MODE_LABEL, cost_from_labels, devices_from_labels, node_type_of
 from servelab.serving.gpu_metrics import GpuReading
 from servelab.serving.gpus import LOGICAL
 from servelab.serving.multiplex import counts_by_replica
@@ -37,7 +42,8 @@ def quick_snapshot() -> Snapshot:
 
 
 def _read(detailed: bool) -> Snapshot:
-    session = context.current()
+    if not ray_adapter.is_initialized():
+        context.current()  # no cluster: says how to start or attach to one
     draining = ray_adapter.draining_nodes()
     ours = set(ray_adapter.reports(DRAIN_RECORD))
     available = ray_adapter.available_per_node() if detailed else {}
@@ -54,7 +60,6 @@ def _read(detailed: bool) -> Snapshot:
     for raw in alive:
         free = available.get(raw.id, {})
         kind = node_type_of(raw.labels) or ("head" if raw.head else "worker")
-        spec = session.node_types.get(kind)
         nodes.append(
             Node(
                 id=raw.id,
@@ -64,7 +69,7 @@ def _read(detailed: bool) -> Snapshot:
                 labels=raw.labels,
                 draining=raw.id in draining or raw.id in migrating,
                 head=raw.head,
-                cost_per_hour=spec.cost_per_hour if spec is not None else cost_from_labels(raw.labels),
+                cost_per_hour=cost_from_labels(raw.labels),
                 drained_by=_drained_by(raw.id, draining, ours, migrating),
                 gpu_free=split.get(raw.id),
             )
@@ -75,10 +80,11 @@ def _read(detailed: bool) -> Snapshot:
         counts = counts_by_replica()
         replicas = tuple(replace(r, models=counts[r.id]) if r.id in counts else r for r in serve.replicas)
         cached = tuple(weight_cache())
-    plan = session.gpu_plan
     readings: tuple[GpuReading, ...] = ()
-    if detailed and plan is not None and session.gpu_devices:
-        owners = {index: node_id for node_id, devices in session.gpu_devices.items() for index in devices}
+    # Nodes given physical GPUs are raylets up() started on this machine (they are reached through
+    # 127.0.0.1), so this process's NVML sees their GPUs.
+    owners = {index: raw.id for raw in alive for index in devices_from_labels(raw.labels)}
+    if detailed and owners:
         readings = gpu_metrics.read(sorted(owners), owners)
     return Snapshot(
         tuple(nodes),
@@ -86,7 +92,7 @@ def _read(detailed: bool) -> Snapshot:
         taken_at=time.time(),
         deployments=serve.deployments,
         weight_cache=cached,
-        gpu_mode=plan.mode if plan is not None else _gpu_mode_of(nodes),
+        gpu_mode=_gpu_mode_of(nodes),
         gpus=readings,
         autoscaler=autoscaler_state() if detailed else None,
     )
@@ -103,7 +109,7 @@ def autoscaler_state() -> AutoscalerState | None:
 
 
 def _gpu_mode_of(nodes: list[Node]) -> str:
-    """The GPU mode up() labelled its workers with, for a process that attached to the cluster; "" if none."""
+    """The GPU mode up() labelled its workers with; "" for a cluster it did not start."""
     modes = {n.labels.get(GPU_MODE_LABEL, "") for n in nodes if not n.head} - {""}
     return LOGICAL if LOGICAL in modes else next(iter(modes), "")
 

@@ -12,8 +12,8 @@ from safetensors.torch import load_file, save_file
 
 from servelab import serving
 from servelab.errors import MAGIC, SIDEBAR, ClusterError, CompactionError, DeploymentError, StalePlanError
-from servelab.serving import Snapshot, ray_adapter, reader
-from servelab.serving.cluster import cost_from_labels
+from servelab.serving import Snapshot, ray_adapter
+from servelab.serving.cluster import GPU_MODE_LABEL, cost_from_labels, devices_from_labels
 from servelab.serving.gpus import LOGICAL, LOGICAL_NOTE
 from servelab.serving.snapshot import short_id
 from servelab.testing import NginxServer
@@ -163,8 +163,10 @@ def test_replicas_stream_their_weights_from_http(cluster: str, served_dir: Path,
         assert serving.gpu_mode().startswith(LOGICAL_NOTE) and "this machine has no GPU" in serving.gpu_mode()
         snapshot = serving.snapshot()
         assert snapshot.gpu_mode == LOGICAL and Header.of(snapshot).gpus == LOGICAL_NOTE
-        # A process that attached (the sidebar's) reads the mode from the workers' labels.
-        assert reader._gpu_mode_of(list(snapshot.nodes)) == LOGICAL
+        # Read from the workers' labels, as a process that attached (the sidebar's) reads it; no physical GPUs to read.
+        assert all(
+            n.labels[GPU_MODE_LABEL] == LOGICAL and not devices_from_labels(n.labels) for n in snapshot.nodes if not n.head
+        )
         assert answer["devices"] == ["cpu"] and answer["cuda_visible_devices"] == ""
 
 

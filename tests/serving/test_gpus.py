@@ -172,3 +172,15 @@ def test_a_node_added_later_gets_gpus_no_raylet_holds() -> None:
         _free_gpus(session, 1)
     logical = Session("127.0.0.1:1", None, {}, gpu_plan=plan_gpus([2], []))
     assert _free_gpus(logical, 2) == ()  # logical GPUs: nothing to hand out, nothing to run out of
+
+
+def test_a_workers_labels_carry_its_type_price_mode_and_physical_gpus() -> None:
+    from servelab.serving.cluster import cost_from_labels, devices_from_labels, node_type_of, worker_labels
+    from servelab.serving.context import NodeType
+
+    labels = worker_labels("gpu2", NodeType(cpus=4, gpus=2, labels={"zone": "a"}, cost_per_hour=3.5), PHYSICAL, (2, 5))
+    assert (node_type_of(labels), cost_from_labels(labels), devices_from_labels(labels)) == ("gpu2", 3.5, (2, 5))
+    assert labels["zone"] == "a"
+    unpriced = worker_labels("cpu", NodeType(cpus=1), LOGICAL)
+    assert (cost_from_labels(unpriced), devices_from_labels(unpriced)) == (None, ())
+    assert devices_from_labels({}) == ()  # a node up() did not start: nothing to read on this machine
