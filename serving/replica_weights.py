@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from servelab.errors import LoaderError
+from servelab.loader.packing import unpack
 from servelab.serving import gpus, ray_adapter, weight_cache
 
 TIMELINE = "weights"  # the kind of the replicas' timeline reports in the cluster's key-value store
@@ -117,7 +118,7 @@ def _weights(uri: str, options: dict[str, Any], peer_cache: bool) -> tuple[dict[
         copying = time.time()
         tensors = ray_adapter.get_object(refs[0], PEER_TIMEOUT_S)
         if tensors is not None:
-            return weight_cache.unpacked(tensors, device), PEER, started, time.time() - copying
+            return unpack(tensors, device), PEER, started, time.time() - copying
         ray_adapter.call(directory, "forget", key)  # the cached copy is gone (its node left): read the source
     try:
         holder = weight_cache.holder_here()
@@ -131,7 +132,7 @@ def _weights(uri: str, options: dict[str, Any], peer_cache: bool) -> tuple[dict[
     identity = ray_adapter.replica_identity()
     replica = identity[2] if identity else ""
     ray_adapter.call(directory, "publish", key, uri, refs, nbytes, replica, holder, ray_adapter.current_node_id())
-    return weight_cache.unpacked(tensors, device), REMOTE, started, stream_s
+    return unpack(tensors, device), REMOTE, started, stream_s
 
 
 def _timeline(

@@ -20,17 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-import warnings
 from collections import OrderedDict
 from dataclasses import asdict, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from servelab.errors import LoaderError
+from servelab.loader.packing import pack, unpack
 from servelab.serving import ray_adapter
 from servelab.serving.snapshot import CacheEntry
-
-if TYPE_CHECKING:
-    import torch
 
 DIRECTORY = "servelab-weight-cache"
 HOLDER = "servelab-weight-holder-"  # + node id
@@ -152,7 +149,7 @@ class WeightHolder:
         started = time.perf_counter()
         state = load(uri, **replica_load_options(options, device="cpu"))  # into the object store: host memory
         seconds = time.perf_counter() - started
-        self._held[key] = ray_adapter.put(packed(state))
+        self._held[key] = ray_adapter.put(pack(state))
         return [self._held[key]], sum(t.nbytes for t in state.values()), seconds
 
     def adopt(self, key: str, refs: list[Any]) -> list[Any]:
@@ -163,7 +160,7 @@ class WeightHolder:
         tensors = ray_adapter.get_object(refs[0], HANDOVER_TIMEOUT_S)
         if tensors is None:
             raise LoaderError(f"the cached copy of {key} is gone")
-        owned = packed(unpacked(tensors, torch.device("cpu")))
+        owned = pack(unpack(tensors, torch.device("cpu")))
         del tensors
         self._held[key] = ray_adapter.put(owned)
         return [self._held[key]]
@@ -192,45 +189,6 @@ def directory(create: bool = False, budget_bytes: int = DEFAULT_BUDGET) -> Any |
     if found is None and create:
         found = ray_adapter.start_on_head(WeightDirectory, DIRECTORY, budget_bytes, max_concurrency=64)
     return found
-
-
-def packed(state: dict[str, torch.Tensor]) -> list[tuple[str, str, tuple[int, ...], Any]]:
-    """A state dict as the object store holds it: raw bytes per tensor (numpy, so Ray stores them
-    out of band and readers map them without a copy), with dtype and shape."""
-    import torch
-
-    out = []
-    for name, tensor in state.items():
-        flat = tensor.detach().cpu().contiguous().reshape(-1)
-        out.append((name, str(flat.dtype).removeprefix("torch."), tuple(tensor.shape), flat.view(torch.uint8).numpy()))
-    return out
-
-
-def unpacked(tensors: list[tuple[str, str, tuple[int, ...], Any]], device: torch.device) -> dict[str, torch.Tensor]:
-    """The state dict again, copied out of the (read-only, shared) object store onto ``device``; on
-    the CPU into one slab whose pages are faulted in ahead (page faults cost more than the copy)."""
-    import torch
-
-    from servelab.loader.pagecache import prefault
-    from servelab.loader.plan import pack_offsets
-
-    state = {}
-    sizes = [int(raw.nbytes) for _, _, _, raw in tensors]
-    offsets, total = pack_offsets(sizes)  # aligned, so every dtype can view its slice
-    slab = torch.empty(total, dtype=torch.uint8) if device.type == "cpu" else None
-    if slab is not None:
-        prefault(slab.data_ptr(), total)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # torch warns about wrapping a read-only buffer: it is copied at once
-        for (name, dtype, shape, raw), size, offset in zip(tensors, sizes, offsets, strict=True):
-            source = torch.frombuffer(raw, dtype=torch.uint8) if size else torch.empty(0, dtype=torch.uint8)
-            if slab is None:
-                target = source.to(device)
-            else:
-                target = slab[offset : offset + size]
-                target.copy_(source)
-            state[name] = target.view(getattr(torch, dtype)).reshape(shape)
-    return state
 
 
 def weight_cache() -> list[CacheEntry]:
