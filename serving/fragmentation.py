@@ -70,7 +70,15 @@ def lower_bound(snapshot: Snapshot, keep: Iterable[str] = ()) -> int:
 
 
 def stranded_by_node(snapshot: Snapshot) -> dict[str, dict[str, float]]:
-    """Per alive, non-draining worker: free capacity the running replica shapes cannot use (module docstring)."""
+    """Per alive, non-draining worker: free capacity the running replica shapes cannot use (module
+    docstring); computed once per snapshot, and not to be changed by the caller."""
+    if "stranded_by_node" not in snapshot.derived:
+        snapshot.derived["stranded_by_node"] = _stranded_by_node(snapshot)
+    result: dict[str, dict[str, float]] = snapshot.derived["stranded_by_node"]
+    return result
+
+
+def _stranded_by_node(snapshot: Snapshot) -> dict[str, dict[str, float]]:
     shapes = Counter(_shape(r) for r in snapshot.replicas)
     total = sum(shapes.values())
     names = snapshot.resource_names

@@ -243,6 +243,12 @@ class Snapshot:
         return list(self._by_node.get(node_id, ()))
 
     @cached_property
+    def derived(self) -> dict[str, Any]:
+        """Figures computed from this snapshot (it never changes), kept by the functions that compute
+        them: the header, the bars and the cells of one refresh each ask for stranded capacity."""
+        return {}
+
+    @cached_property
     def _by_node(self) -> dict[str | None, list[Replica]]:
         """Replicas by node, built once: views ask every node of a 1000-node cluster for its replicas."""
         index: dict[str | None, list[Replica]] = defaultdict(list)
