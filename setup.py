@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import ClassVar
 
@@ -25,8 +26,25 @@ BUNDLE = EXT / "labextension"
 LABEXTENSIONS = Path("share/jupyter/labextensions/servelab")
 
 
+SCHEMA = EXT / "schema.py"  # the REST API's types, from which src/schema.ts is generated
+
+
 def sources() -> list[Path]:
-    return [EXT / "package.json", EXT / "tsconfig.json", *sorted((EXT / "src").glob("*")), *sorted((EXT / "style").glob("*"))]
+    return [
+        EXT / "package.json",
+        EXT / "tsconfig.json",
+        SCHEMA,
+        *sorted((EXT / "src").glob("*")),
+        *sorted((EXT / "style").glob("*")),
+    ]
+
+
+def generate_schema() -> None:
+    """Write src/schema.ts from schema.py (only when it differs, so an unchanged schema rebuilds nothing)."""
+    generated = subprocess.run([sys.executable, str(SCHEMA)], check=True, capture_output=True, text=True).stdout
+    target = EXT / "src" / "schema.ts"
+    if not target.exists() or target.read_text() != generated:
+        target.write_text(generated)
 
 
 def bundle_is_stale() -> bool:
@@ -57,6 +75,7 @@ class BuildLabextension(Command):
         pass
 
     def run(self) -> None:
+        generate_schema()
         if bundle_is_stale():
             npm = shutil.which("npm")
             if npm is None:

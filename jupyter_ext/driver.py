@@ -22,6 +22,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
+from servelab.jupyter_ext.schema import PlanModel, ReportModel, SnapshotModel
+
 log = logging.getLogger("servelab.jupyter_ext.driver")
 GREETING = 0  # the id of the first line: attached, or why not
 WATCH_INTERVAL_S = 2.0  # how often the driver checks that its cluster still listens
@@ -66,28 +68,29 @@ def describe(exc: BaseException) -> dict[str, str]:
 # --- operations: each takes the address, the request's arguments and an event callback ----------
 
 
-def op_model(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def op_model(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> SnapshotModel:
     from servelab import serving
     from servelab.jupyter_ext.model import cluster_model
 
     return cluster_model(serving.snapshot(), address, serving.autocompact_status(), group=args.get("group"))
 
 
-def op_plan(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def op_plan(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> PlanModel:
     from servelab import serving
     from servelab.jupyter_ext.model import plan_model
 
     snap = serving.snapshot()
-    return plan_model(serving.plan(snap, **args), snap)
+    return plan_model(serving.plan(snap, **args), snap, address)
 
 
-def op_compact(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def op_compact(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> ReportModel:
     from servelab import serving
+    from servelab.jupyter_ext.model import event_model, plan_of, report_model
 
-    plan = serving.Plan.from_dict(args["plan"])  # with the budget it was planned with
+    plan = plan_of(args["plan"])  # with the budget it was planned with
     budget = serving.Budget(**args["budget"]) if "budget" in args else None  # the sidebar's choice when it runs
-    report = serving.compact(plan, budget=budget, on_event=lambda event: emit(event.to_dict()))
-    return report.to_dict()
+    report = serving.compact(plan, budget=budget, on_event=lambda event: emit(dict(event_model(event))))
+    return report_model(report)
 
 
 def op_scale(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, cast
 
 import tornado.web
 from jupyter_server.base.handlers import APIHandler
@@ -18,6 +18,8 @@ from jupyter_server.utils import url_path_join
 
 from servelab.errors import CompactionError
 from servelab.jupyter_ext.manager import ApiError, ClusterManager
+from servelab.jupyter_ext.schema import API_VERSION, ClusterListing, ClusterModel, CompactionModel, PlanModel
+from servelab.jupyter_ext.schema import Budget as WireBudget
 from servelab.serving.budget import Budget
 
 OBJECTIVES = ("nodes", "cost")
@@ -67,8 +69,12 @@ class BaseHandler(APIHandler):
 class ClustersHandler(BaseHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
-        async def listing() -> dict[str, Any]:
-            return {"clusters": await self.manager.clusters(), "refresh_interval_s": self.manager.settings.refresh_interval_s}
+        async def listing() -> ClusterListing:
+            return {
+                "clusters": await self.manager.clusters(),
+                "refresh_interval_s": self.manager.settings.refresh_interval_s,
+                "api_version": API_VERSION,
+            }
 
         await self.answer(listing())
 
@@ -76,7 +82,7 @@ class ClustersHandler(BaseHandler):
 class ClusterHandler(BaseHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
-        async def read() -> dict[str, Any]:
+        async def read() -> ClusterModel:
             return await self.manager.model(self.address(), self.get_query_argument("group", None))
 
         await self.answer(read())
@@ -85,7 +91,7 @@ class ClusterHandler(BaseHandler):
 class PlansHandler(BaseHandler):
     @tornado.web.authenticated
     async def post(self) -> None:
-        async def plan() -> dict[str, Any]:
+        async def plan() -> PlanModel:
             body = self.body()
             return await self.manager.plan(self.address(body.get("address")), planning_options(body))
 
@@ -95,7 +101,7 @@ class PlansHandler(BaseHandler):
 class CompactionsHandler(BaseHandler):
     @tornado.web.authenticated
     async def post(self) -> None:
-        async def start() -> dict[str, Any]:
+        async def start() -> CompactionModel:
             body = self.body()
             plan = body.get("plan")
             if plan is not None and not isinstance(plan, str):
@@ -112,7 +118,7 @@ class CompactionsHandler(BaseHandler):
 class CompactionHandler(BaseHandler):
     @tornado.web.authenticated
     async def get(self, compaction_id: str) -> None:
-        async def read() -> dict[str, Any]:
+        async def read() -> CompactionModel:
             return self.manager.compaction(compaction_id).to_dict()
 
         await self.answer(read())
@@ -195,7 +201,7 @@ def planning_options(body: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def compaction_budget(given: Any) -> dict[str, Any]:
+def compaction_budget(given: Any) -> WireBudget:
     """A compaction's disruption budget from a request body's ``budget`` (checked here, so a bad one
     is refused before anything runs): ``{"max_draining": 2, "max_migrating": 1, "min_saving_per_move": 0.1}``."""
     if given is None:
@@ -204,9 +210,10 @@ def compaction_budget(given: Any) -> dict[str, Any]:
     if not isinstance(given, dict) or set(given) - set(names):
         raise ApiError(400, "bad-budget", f"budget={given!r}: send an object with any of {', '.join(names)}.")
     try:
-        return Budget(**given).to_dict()
+        Budget(**given)  # its own checks: whole numbers, ranges
     except (CompactionError, TypeError) as exc:  # TypeError: a number sent as a string
         raise ApiError(400, "bad-budget", f"budget: {exc}") from None
+    return cast(WireBudget, given)  # Budget's fields alone, each as Budget takes it
 
 
 def routes(base_url: str, manager: ClusterManager) -> list[tuple[str, type[BaseHandler], dict[str, Any]]]:

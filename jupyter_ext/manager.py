@@ -22,7 +22,17 @@ from traitlets import Float, Unicode
 from traitlets.config import Configurable
 
 from servelab.jupyter_ext.client import ClusterUnavailable, DriverClient, DriverFailed
-from servelab.jupyter_ext.model import PLAN_VIEW_ONLY
+from servelab.jupyter_ext.schema import (
+    Budget,
+    ClusterEntry,
+    ClusterModel,
+    ClusterRecord,
+    CompactionEvent,
+    CompactionModel,
+    PlanModel,
+    ReportModel,
+    SnapshotModel,
+)
 
 ADDRESS = re.compile(r"^(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$|^auto$")
 PLANS_KEPT = 32
@@ -67,16 +77,16 @@ class Compaction:
 
     id: str
     address: str
-    plan: dict[str, Any]
-    budget: dict[str, Any] = field(default_factory=dict)  # Budget's fields; empty: its defaults
+    plan: PlanModel
+    budget: Budget = field(default_factory=lambda: Budget())  # what is left out keeps Budget's default
     state: str = "running"  # running | done | stopped | failed
-    events: list[dict[str, Any]] = field(default_factory=list)
-    report: dict[str, Any] | None = None
+    events: list[CompactionEvent] = field(default_factory=list)
+    report: ReportModel | None = None
     error: str | None = None
     started_at: float = field(default_factory=time.time)
     changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> CompactionModel:
         return {
             "id": self.id,
             "address": self.address,
@@ -85,15 +95,15 @@ class Compaction:
             "report": self.report,
             "error": self.error,
             "started_at": self.started_at,
-            "nodes_to_free": self.plan.get("nodes_to_free", []),
+            "nodes_to_free": self.plan["nodes_to_free"],
             "budget": self.budget,
         }
 
-    def add_event(self, event: dict[str, Any]) -> None:
+    def add_event(self, event: CompactionEvent) -> None:
         self.events.append(event)
         self._wake()
 
-    def finish(self, state: str, report: dict[str, Any] | None = None, error: str | None = None) -> None:
+    def finish(self, state: str, report: ReportModel | None = None, error: str | None = None) -> None:
         self.state, self.report, self.error = state, report, error
         self._wake()
 
@@ -110,29 +120,34 @@ class ClusterManager:
         self.log = log
         self._drivers: dict[str, DriverClient] = {}
         self._starting: dict[str, asyncio.Lock] = {}
-        self._plans: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._plans: OrderedDict[str, PlanModel] = OrderedDict()
         self.compactions: dict[str, Compaction] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- clusters -------------------------------------------------------------------------------
 
-    async def clusters(self) -> list[dict[str, Any]]:
+    async def clusters(self) -> list[ClusterEntry]:
         """Every cluster known: configured, RAY_ADDRESS, discovery records; each with whether it answers."""
-        found: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        found: OrderedDict[str, tuple[str, ClusterRecord | None]] = OrderedDict()  # address -> source, record
         if self.settings.address:
-            found[self.settings.address] = {"address": self.settings.address, "source": "configured", "record": None}
+            found[self.settings.address] = ("configured", None)
         if os.environ.get("RAY_ADDRESS"):
-            address = os.environ["RAY_ADDRESS"]
-            found.setdefault(address, {"address": address, "source": "RAY_ADDRESS", "record": None})
+            found.setdefault(os.environ["RAY_ADDRESS"], ("RAY_ADDRESS", None))
         for record in await asyncio.to_thread(_discovered):
-            found.setdefault(record["address"], {"address": record["address"], "source": "discovered", "record": record})
+            found.setdefault(record["address"], ("discovered", record))
         reachable = await asyncio.gather(*(asyncio.to_thread(_answers, address) for address in found))
         answering = {address for address, ok in zip(found, reachable, strict=True) if ok}
         for address in [a for a in self._drivers if a not in answering]:  # its cluster stopped: the driver goes too
             await self._drop_if_idle(address)
         return [
-            {**entry, "reachable": ok, "attached": address in self._drivers and self._drivers[address].alive}
-            for (address, entry), ok in zip(found.items(), reachable, strict=True)
+            {
+                "address": address,
+                "source": source,
+                "record": record,
+                "reachable": ok,
+                "attached": address in self._drivers and self._drivers[address].alive,
+            }
+            for (address, (source, record)), ok in zip(found.items(), reachable, strict=True)
         ]
 
     async def default_address(self) -> str:
@@ -140,7 +155,7 @@ class ClusterManager:
         clusters = await self.clusters()
         for entry in clusters:
             if entry["reachable"]:
-                return str(entry["address"])
+                return entry["address"]
         if clusters:
             raise ApiError(503, "unreachable", f"no known cluster answers (tried {', '.join(c['address'] for c in clusters)}).")
         raise ApiError(
@@ -149,28 +164,29 @@ class ClusterManager:
             NO_CLUSTER,
         )
 
-    async def model(self, address: str | None, group: str | None = None) -> dict[str, Any]:
+    async def model(self, address: str | None, group: str | None = None) -> ClusterModel:
         """The JSON model of the cluster at ``address`` (default: the first one that answers); of a
         large cluster, with the nodes of type ``group`` as cards."""
         address = await self._address(address)
-        model = await self._call(address, "model", {"group": group} if group else {}, self.settings.request_timeout_s)
+        model: SnapshotModel = await self._call(
+            address, "model", {"group": group} if group else {}, self.settings.request_timeout_s
+        )
         running = [c.id for c in self.compactions.values() if c.address == address and c.state == "running"]
         return {**model, "compaction": running[0] if running else None, "refresh_interval_s": self.settings.refresh_interval_s}
 
     # --- plans, compactions, scaling ----------------------------------------------------------------
 
-    async def plan(self, address: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    async def plan(self, address: str | None, options: dict[str, Any]) -> PlanModel:
         """Plan a compaction; the plan is kept (by fingerprint) so a compaction can run exactly it."""
         address = await self._address(address)
-        plan = await self._call(address, "plan", options, self.settings.request_timeout_s)
-        plan["address"] = address
+        plan: PlanModel = await self._call(address, "plan", options, self.settings.request_timeout_s)
         self._plans[plan["fingerprint"]] = plan
         while len(self._plans) > PLANS_KEPT:
             self._plans.popitem(last=False)
-        return dict(plan)
+        return plan
 
     async def start_compaction(
-        self, address: str | None, fingerprint: str | None, options: dict[str, Any], budget: dict[str, Any]
+        self, address: str | None, fingerprint: str | None, options: dict[str, Any], budget: Budget
     ) -> Compaction:
         """Start running a kept plan (by fingerprint) or a fresh one within ``budget``; returns at once."""
         if fingerprint is not None:
@@ -179,7 +195,7 @@ class ClusterManager:
                 raise ApiError(404, "unknown-plan", f"no plan {fingerprint!r} was made here; POST /servelab/api/plans first.")
         else:
             plan = await self.plan(address, options)
-        address = str(plan["address"])
+        address = plan["address"]
         running = [c for c in self.compactions.values() if c.address == address and c.state == "running"]
         if running:
             raise ApiError(409, "busy", f"compaction {running[0].id} is already running on {address}; wait for it to end.")
@@ -212,10 +228,7 @@ class ClusterManager:
     # --- internals ------------------------------------------------------------------------------
 
     async def _run(self, compaction: Compaction) -> None:
-        args = {
-            "plan": {k: v for k, v in compaction.plan.items() if k not in (*PLAN_VIEW_ONLY, "address")},
-            "budget": compaction.budget,
-        }
+        args = {"plan": compaction.plan, "budget": compaction.budget}
         try:
             report = await self._call(
                 compaction.address, "compact", args, self.settings.compaction_timeout_s, compaction.add_event
@@ -223,7 +236,7 @@ class ClusterManager:
         except ApiError as exc:
             compaction.finish("failed", error=exc.message)
         else:
-            compaction.finish("stopped" if report.get("stopped") else "done", report=report)
+            compaction.finish("stopped" if report["stopped"] else "done", report=report)
 
     async def _address(self, address: str | None) -> str:
         if address is None or address == "":
@@ -293,10 +306,22 @@ def _status_of(kind: str) -> int:
     }.get(kind, 500)
 
 
-def _discovered() -> list[dict[str, Any]]:
+def _discovered() -> list[ClusterRecord]:
     from servelab.serving.discovery import find_clusters
 
-    return [record.to_dict() for record in find_clusters()]
+    return [
+        {
+            "address": r.address,
+            "http_port": r.http_port,
+            "dashboard_url": r.dashboard_url,
+            "pid": r.pid,
+            "kernel_id": r.kernel_id,
+            "started_at": r.started_at,
+            "embedded": r.embedded,
+            "token_path": r.token_path,
+        }
+        for r in find_clusters()
+    ]
 
 
 def _answers(address: str, timeout_s: float = 1.0) -> bool:

@@ -14,7 +14,7 @@ fi
 # Reinstall only when the requirements or the sidebar's sources changed (the install builds the
 # sidebar): the stamp hashes pyproject.toml, setup.py, the sidebar's sources and the extras.
 STAMP="$VENV/.servelab-installed"
-WANT="$(cd "$ROOT" && cat pyproject.toml setup.py jupyter_ext/package.json jupyter_ext/tsconfig.json jupyter_ext/src/* jupyter_ext/style/* | sha256sum | cut -c1-16)-$EXTRAS"
+WANT="$(cd "$ROOT" && cat pyproject.toml setup.py jupyter_ext/schema.py jupyter_ext/package.json jupyter_ext/tsconfig.json jupyter_ext/src/* jupyter_ext/style/* | sha256sum | cut -c1-16)-$EXTRAS"
 HAVE="$(cat "$STAMP" 2>/dev/null || true)"
 # An install with extras serves a request for none (the dev extras include the runtime).
 if [ "$HAVE" != "$WANT" ] && ! { [ -z "$EXTRAS" ] && [ "${HAVE%%-*}" = "${WANT%%-*}" ]; }; then

@@ -80,16 +80,6 @@ class Plan:
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Plan:
-        """The inverse of ``to_dict()``: a plan that travelled as JSON (the Jupyter server's API)."""
-        fields = dict(data)
-        fields["moves"] = tuple(Move(**m) for m in data["moves"])
-        for name in ("nodes_to_free", "idle_nodes"):
-            fields[name] = tuple(data[name])
-        fields["budget"] = Budget(**data.get("budget", {}))
-        return cls(**fields)
-
 
 @dataclass
 class _Gpus:

@@ -8,7 +8,7 @@
 import { Signal, ISignal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
-import { api, ApiError, AutoModel, CacheEntryModel, ClusterEntry, ClusterModel, CompactionEvent, CompactionModel, DeploymentModel, follow, NodeModel, PlanModel, Segment } from './api';
+import { api, API_VERSION, ApiError, AutoModel, CacheEntryModel, ClusterEntry, ClusterModel, CompactionEvent, CompactionModel, DeploymentModel, follow, NodeModel, PlanModel, Segment } from './api';
 import { bytes, fill, h, money, num } from './dom';
 
 const UNITS: Record<string, string> = { GPU: 'GPU', CPU: 'CPU', memory: 'GiB' };
@@ -44,7 +44,15 @@ export class ServelabSidebar extends Widget {
   /** Read the cluster list and the chosen cluster again, and redraw. */
   async refresh(): Promise<void> {
     try {
-      const { clusters, refresh_interval_s } = await api.clusters();
+      const { clusters, refresh_interval_s, api_version } = await api.clusters();
+      if (api_version !== API_VERSION) {
+        // Figures read with another version's types would be wrong without a word: say so instead.
+        throw new ApiError(
+          0,
+          'version',
+          `This page's servelab sidebar speaks API version ${API_VERSION}, the server's servelab ${api_version}: reload the page.`
+        );
+      }
       this._interval = refresh_interval_s * 1000;
       this._drawPicker(clusters);
       // With no cluster listed, the server's answer says what to do (its 404 'no-cluster').

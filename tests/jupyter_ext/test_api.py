@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from servelab import serving
+from servelab.jupyter_ext.schema import API_VERSION
 from servelab.serving import discovery
 from servelab.testing import ClusterProcess, free_port
 from tests.jupyter_ext.conftest import SLOW
@@ -48,7 +49,8 @@ async def test_clusters_lists_the_configured_and_the_discovered_cluster(api: Any
     assert answer["refresh_interval_s"] == 2.0
     (entry,) = answer["clusters"]  # one cluster, found twice: listed once
     assert entry["address"] == cluster and entry["source"] == "configured" and entry["reachable"] is True
-    assert drift(entry, "ClusterEntry") == []  # what api.ts declares, field by field
+    assert drift(answer, "ClusterListing") == []  # what schema.ts declares, field by field
+    assert answer["api_version"] == API_VERSION  # the sidebar built beside this server speaks it
 
 
 async def test_cluster_model_shows_nodes_deployments_and_fragmentation(api: Any, fragmented: serving.Snapshot) -> None:

@@ -1,6 +1,7 @@
-"""The sidebar's types as api.ts declares them, read from the TypeScript source, and a check that a
-JSON answer of the server has every field they declare, of the declared kind: a field renamed or
-retyped on the Python side fails the test instead of breaking the sidebar at run time."""
+"""The sidebar's types as schema.ts declares them (generated from jupyter_ext/schema.py), read from the
+TypeScript source, and a check that a JSON answer of the server has every field they declare, of the
+declared kind: an answer built other than its declaration fails the test instead of breaking the
+sidebar at run time."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-API_TS = Path(__file__).resolve().parents[2] / "jupyter_ext" / "src" / "api.ts"
+SCHEMA_TS = Path(__file__).resolve().parents[2] / "jupyter_ext" / "src" / "schema.ts"
 
 
 def declared_types(source: str | None = None) -> dict[str, str]:
     """Interface name -> its body (``{ ... }``), comments removed."""
-    text = source if source is not None else API_TS.read_text()
+    text = source if source is not None else SCHEMA_TS.read_text()
     text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
     text = re.sub(r"//[^\n]*", "", text)
     types = {}
@@ -29,14 +30,14 @@ def _closing(text: str, start: int) -> int:
         depth += 1 if text[i] == "{" else -1 if text[i] == "}" else 0
         if depth == 0:
             return i
-    raise ValueError("unbalanced braces in api.ts")
+    raise ValueError("unbalanced braces in schema.ts")
 
 
 def _split(text: str, separator: str) -> list[str]:
     """``text`` split at ``separator`` outside braces, brackets and angle brackets."""
     parts, depth, current = [], 0, ""
     for char in text:
-        depth += 1 if char in "{<(" else -1 if char in "}>)" else 0
+        depth += 1 if char in "{<([" else -1 if char in "}>)]" else 0
         if char == separator and depth == 0:
             parts.append(current)
             current = ""
@@ -69,6 +70,15 @@ def check(value: Any, kind: str, types: dict[str, str], path: str = "$") -> list
         return [] if ok else [f"{path}: expected {kind}, got {type(value).__name__}"]
     if kind.startswith("'"):
         return [] if value == kind.strip("'") else [f"{path}: expected {kind}, got {value!r}"]
+    if kind.startswith("[") and kind.endswith("]"):  # a tuple
+        members = _split(kind[1:-1], ",")
+        if not isinstance(value, list) or len(value) != len(members):
+            return [f"{path}: expected a list of {len(members)}"]
+        return [
+            problem
+            for i, (item, member) in enumerate(zip(value, members, strict=True))
+            for problem in check(item, member, types, f"{path}[{i}]")
+        ]
     if kind.endswith("[]"):
         if not isinstance(value, list):
             return [f"{path}: expected an array"]
@@ -84,16 +94,16 @@ def check(value: Any, kind: str, types: dict[str, str], path: str = "$") -> list
         problems = []
         for name, optional, field_kind in _fields(kind):
             if name not in value:
-                problems += [] if optional else [f"{path}.{name}: missing (declared in api.ts)"]
+                problems += [] if optional else [f"{path}.{name}: missing (declared in schema.ts)"]
             else:
                 problems += check(value[name], field_kind, types, f"{path}.{name}")
         return problems
     if kind in types:
         return check(value, types[kind], types, path)
-    raise ValueError(f"{path}: api.ts type {kind!r} is not understood by this check")
+    raise ValueError(f"{path}: schema.ts type {kind!r} is not understood by this check")
 
 
 def drift(value: Any, interface: str) -> list[str]:
-    """``check`` against the interface named ``interface`` in api.ts."""
+    """``check`` against the interface named ``interface`` in schema.ts."""
     types = declared_types()
     return check(value, types[interface], types)

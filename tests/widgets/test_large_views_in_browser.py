@@ -92,7 +92,7 @@ def serve_synthetic_cluster(page: Any, snapshot: Snapshot, chosen: Plan) -> None
     page.route("**/servelab/api/clusters*", lambda route: answer(route, {"clusters": [listing], "refresh_interval_s": 60}))
     page.route("**/servelab/api/cluster?*", cluster)
     # JupyterLab adds a cache-busting query to every request: "plans?1796602417876".
-    page.route("**/servelab/api/plans?*", lambda route: answer(route, {**plan_model(chosen, snapshot), "address": ADDRESS}))
+    page.route("**/servelab/api/plans?*", lambda route: answer(route, plan_model(chosen, snapshot, ADDRESS)))
 
 
 def run_all_cells(page: Any) -> None:

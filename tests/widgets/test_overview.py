@@ -81,7 +81,7 @@ def test_a_plans_freed_nodes_are_marked_in_the_cells_and_counted_by_type(large: 
     view = overview(large, chosen)
     assert {c.id for c in view.cells if c.state == "freed"} == set(chosen.nodes_to_free)
     assert sum(g.freed for g in view.groups) == len(chosen.nodes_to_free)
-    model = plan_model(chosen, large)
+    model = plan_model(chosen, large, "127.0.0.1:6379")
     named = {*chosen.nodes_to_free, *chosen.blocked, *(m.source for m in chosen.moves), *(m.target for m in chosen.moves)}
     assert set(model["labels"]) == named  # the labels of the nodes it names, not of all 121
     text = plan_text(chosen)
