@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from servelab.errors import MAGIC, SIDEBAR, CompactionError, StalePlanError
@@ -124,136 +124,175 @@ def compact(
     if busy:
         raise CompactionError(busy)
     plan = as_serve_places(snap, plan, budget.max_draining)  # the order and targets Serve will keep to
-    events: list[CompactionEvent] = []
-    total = len(plan.nodes_to_free)
-
-    def emit(kind: str, node: str | None, message: str, done: int) -> None:
-        event = CompactionEvent(kind, node, message, time.monotonic() - started, done, total)
-        events.append(event)
-        if on_event is not None:
-            on_event(event)
-
-    emit("planned", None, f"{total} node(s) to free, {len(plan.moves)} replica move(s)", 0)
+    run = _Run(plan, budget, started, on_event, removes_nodes, node_timeout_s)
+    run.emit("planned", None, f"{run.total} node(s) to free, {len(plan.moves)} replica move(s)")
     skip = not_worth_it(plan, budget)
-    if dry_run or total == 0 or skip:
-        emit("done", None, "dry run: nothing changed" if dry_run else skip or "nothing to free", 0)
-        return CompactionReport(plan, dry_run, (), 0, time.monotonic() - started, False, skip, tuple(events), budget=budget)
-
+    if dry_run or run.total == 0 or skip:
+        run.emit("done", None, "dry run: nothing changed" if dry_run else skip or "nothing to free")
+        return run.report(skip, {}, dry_run=dry_run)
     if probe is not None:
         probe.start()
         time.sleep(warmup_s)
         probe.mark("during")
-    expected = {n.id for n in snap.nodes}  # nodes that must stay: a drained one may leave by itself once empty
-    freed: list[str] = []
-    draining: list[str] = []  # drained, not yet released
-    drained_at: dict[str, float] = {}
-    stopping: list[str] = []  # of those, the ones whose replicas run elsewhere now, finishing their last requests
-    handovers: dict[str, Any] = {}  # migrated node: its cached weights moving to a node that stays
-    moved = placed = 0
-    reason = ""
-    current = plan
+    try:
+        reason = run.in_waves(snap)
+    finally:
+        stats = probe.stop() if probe is not None else {}
+    if run.freed and not removes_nodes and snap.autoscaler is not None:
+        run.follow_terminations()
+    if reason:
+        run.emit("stopped", None, reason)
+    else:
+        run.emit("done", None, f"freed {len(run.freed)} node(s), moved {run.moved} replica(s), {run.placed} landed as planned")
+    return run.report(reason, stats, stopped=bool(reason))
 
-    def release(nodes: list[str]) -> None:
+
+@dataclass
+class _Run:
+    """One compaction under way: the plan it follows (replanned when Serve places replicas elsewhere),
+    the nodes drained, stopping and freed so far, and its events."""
+
+    plan: Plan
+    budget: Budget
+    started: float
+    on_event: Callable[[CompactionEvent], None] | None
+    removes_nodes: bool
+    node_timeout_s: float
+    first_plan: Plan = field(init=False)  # what the report says was planned
+    total: int = field(init=False)  # nodes to free: the plan's, then what replanning leaves
+    events: list[CompactionEvent] = field(default_factory=list)
+    freed: list[str] = field(default_factory=list)
+    draining: list[str] = field(default_factory=list)  # drained, not yet released
+    stopping: list[str] = field(default_factory=list)  # of those, the ones whose replicas run elsewhere now
+    drained_at: dict[str, float] = field(default_factory=dict)
+    handovers: dict[str, Any] = field(default_factory=dict)  # migrated node: its cached weights moving to a node that stays
+    terminated: list[tuple[str, float]] = field(default_factory=list)
+    moved: int = 0
+    placed: int = 0
+
+    def __post_init__(self) -> None:
+        self.total = len(self.plan.nodes_to_free)
+        self.first_plan = self.plan
+
+    def emit(self, kind: str, node: str | None, message: str) -> None:
+        event = CompactionEvent(kind, node, message, time.monotonic() - self.started, len(self.freed), self.total)
+        self.events.append(event)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def in_waves(self, snap: Snapshot) -> str:
+        """Drain the plan's nodes wave by wave until each is released; why it stopped, or ''."""
+        expected = {n.id for n in snap.nodes}  # nodes that must stay: a drained one may leave by itself once empty
+        reason = ""
+        remaining = list(self.plan.nodes_to_free)
+        while remaining and not reason:
+            wave = waves(remaining, {n: snap.replicas_on(n) for n in remaining}, self.budget)[0]
+            reason = _lost_nodes(expected, snap) or _busy_elsewhere(snap) or _cannot_move(wave, snap, self.plan.layout)
+            if reason:
+                break
+            before = snap.replicas
+            self.drain(wave, snap)
+            expected.difference_update(wave)  # Ray ends a drained raylet once it is idle
+            # The next wave starts once this one's replicas run elsewhere: the old ones' graceful stop
+            # (Serve's shutdown wait loop, 2 s even when idle) overlaps the next replacements' start.
+            reason = _wait_replaced(wave, self.stopping, expected, self.node_timeout_s, self.release)
+            if reason:
+                break
+            snap = snapshot()
+            self.migrated(wave, before, snap)
+            remaining = [n for n in remaining if n not in wave]
+            if remaining and _cannot_move(remaining, snap, self.plan.layout):
+                remaining = self.replan(snap)
+        if self.stopping and not reason:
+            reason = _wait_replaced([], self.stopping, expected, self.node_timeout_s, self.release, until_empty=True)
+        if reason and self.draining:
+            # A drain cannot be undone: Serve goes on moving the nodes' replicas. Report once they settled,
+            # and release the nodes they have left.
+            reason += _settle(self.draining, self.node_timeout_s)
+            left = quick_snapshot()
+            self.release([n for n in self.stopping if not left.replicas_on(n)])
+        return reason
+
+    def drain(self, wave: list[str], snap: Snapshot) -> None:
+        for node_id in wave:
+            _drain(node_id)
+            self.drained_at[node_id] = time.monotonic()
+            self.draining.append(node_id)
+            self.emit(
+                "draining", node_id, f"draining {short_id(node_id)}: {len(snap.replicas_on(node_id))} replica(s) to migrate"
+            )
+
+    def migrated(self, wave: list[str], before: tuple[Replica, ...], snap: Snapshot) -> None:
+        """The wave's replicas run elsewhere: count them, and move the nodes' cached weights to nodes that stay."""
+        replicas = sum(1 for r in before if r.node_id in wave)
+        landed = as_planned(self.plan, wave, list(before), list(snap.replicas))
+        self.moved += replicas
+        self.placed += landed
+        keepers = _keepers(snap, self.plan)
+        for node_id in wave:
+            # Its cached weights move once its replicas have (not to compete with their start).
+            self.handovers[node_id] = hand_over_cached_weights(node_id, keepers)
+            self.emit(
+                "migrated",
+                node_id,
+                f"replicas run elsewhere, leaving {short_id(node_id)}; {landed}/{replicas} of the wave landed as planned",
+            )
+        self.stopping += wave
+
+    def replan(self, snap: Snapshot) -> list[str]:
+        """Serve chose other targets than planned and the rest no longer fits: plan what remains again;
+        the nodes still to free."""
+        fresh = make_plan(snap, objective="cost" if self.first_plan.objective == "cost" else "nodes", budget=self.budget)
+        self.plan = as_serve_places(snap, fresh, self.budget.max_draining)
+        remaining = [n for n in self.plan.nodes_to_free if n not in self.stopping]
+        self.total = len(self.freed) + len(self.stopping) + len(remaining)
+        self.emit(
+            "replanned",
+            None,
+            f"replicas landed elsewhere than planned; the rest re-planned: {len(remaining)} node(s) still to free",
+        )
+        return remaining
+
+    def release(self, nodes: list[str]) -> None:
+        """Let go of nodes that host nothing any more: their cached weights first (held there, they
+        would keep it busy), then the node itself where this process removes nodes."""
         for node_id in nodes:
-            release_cached_weights(node_id, handovers.pop(node_id, None))  # held there, they would keep it busy
-            if removes_nodes:
+            release_cached_weights(node_id, self.handovers.pop(node_id, None))
+            if self.removes_nodes:
                 remove_node(node_id)
                 ray_adapter.forget(DRAIN_RECORD, node_id)
                 message = f"{short_id(node_id)} released"
             else:
                 message = f"{short_id(node_id)} is idle and drained; Ray ends its raylet, the autoscaler terminates the node"
-            draining.remove(node_id)
-            stopping.remove(node_id)
-            freed.append(node_id)
-            emit("released", node_id, message, len(freed))
+            self.draining.remove(node_id)
+            self.stopping.remove(node_id)
+            self.freed.append(node_id)
+            self.emit("released", node_id, message)
 
-    try:
-        remaining = list(current.nodes_to_free)
-        while remaining and not reason:
-            wave = waves(remaining, {n: snap.replicas_on(n) for n in remaining}, budget)[0]
-            reason = _lost_nodes(expected, snap) or _busy_elsewhere(snap) or _cannot_move(wave, snap, current.layout)
-            if reason:
-                break
-            before = snap.replicas
-            replicas = sum(len(snap.replicas_on(n)) for n in wave)
-            for node_id in wave:
-                _drain(node_id)
-                drained_at[node_id] = time.monotonic()
-                draining.append(node_id)
-                expected.discard(node_id)  # Ray ends a drained raylet once it is idle
-                emit(
-                    "draining",
-                    node_id,
-                    f"draining {short_id(node_id)}: {len(snap.replicas_on(node_id))} replica(s) to migrate",
-                    len(freed),
-                )
-            # The next wave starts once this one's replicas run elsewhere: the old ones' graceful stop
-            # (Serve's shutdown wait loop, 2 s even when idle) overlaps the next replacements' start.
-            reason = _wait_replaced(wave, stopping, expected, node_timeout_s, release)
-            if reason:
-                break
-            snap = snapshot()
-            moved += replicas
-            landed = as_planned(current, wave, list(before), list(snap.replicas))
-            placed += landed
-            keepers = _keepers(snap, current)
-            for node_id in wave:
-                # Its cached weights move once its replicas have (not to compete with their start).
-                handovers[node_id] = hand_over_cached_weights(node_id, keepers)
-                emit(
-                    "migrated",
-                    node_id,
-                    f"replicas run elsewhere, leaving {short_id(node_id)}; {landed}/{replicas} of the wave landed as planned",
-                    len(freed),
-                )
-            stopping += wave
-            remaining = [n for n in remaining if n not in wave]
-            if remaining and _cannot_move(remaining, snap, current.layout):
-                # Serve chose other targets than planned and the rest no longer fits: plan what remains again.
-                fresh = make_plan(snap, objective="cost" if plan.objective == "cost" else "nodes", budget=budget)
-                current = as_serve_places(snap, fresh, budget.max_draining)
-                remaining = [n for n in current.nodes_to_free if n not in stopping]
-                total = len(freed) + len(stopping) + len(remaining)
-                emit(
-                    "replanned",
-                    None,
-                    f"replicas landed elsewhere than planned; the rest re-planned: {len(remaining)} node(s) still to free",
-                    len(freed),
-                )
-        if stopping and not reason:
-            reason = _wait_replaced([], stopping, expected, node_timeout_s, release, until_empty=True)
-        if reason and draining:
-            # A drain cannot be undone: Serve goes on moving the nodes' replicas. Report once they settled,
-            # and release the nodes they have left.
-            reason += _settle(draining, node_timeout_s)
-            left = quick_snapshot()
-            release([n for n in stopping if not left.replicas_on(n)])
-    finally:
-        stats = probe.stop() if probe is not None else {}
-    terminated: list[tuple[str, float]] = []
-    if freed and not removes_nodes and snap.autoscaler is not None:
-        for node_id, after_s in _await_terminations(freed, drained_at, node_timeout_s):
-            terminated.append((node_id, after_s))
-            emit("terminated", node_id, termination_line(node_id, after_s), len(freed))
-    if reason:
-        emit("stopped", None, reason, len(freed))
-    else:
-        emit("done", None, f"freed {len(freed)} node(s), moved {moved} replica(s), {placed} landed as planned", len(freed))
-    return CompactionReport(
-        plan=plan,
-        dry_run=False,
-        nodes_freed=tuple(freed),
-        replicas_moved=moved,
-        seconds=time.monotonic() - started,
-        stopped=bool(reason),
-        reason=reason,
-        events=tuple(events),
-        before=stats.get("before"),
-        during=stats.get("during"),
-        replicas_as_planned=placed,
-        budget=budget,
-        terminated=tuple(terminated),
-    )
+    def follow_terminations(self) -> None:
+        """Wait until the autoscaler has terminated each freed node, and say when."""
+        for node_id, after_s in _await_terminations(self.freed, self.drained_at, self.node_timeout_s):
+            self.terminated.append((node_id, after_s))
+            self.emit("terminated", node_id, termination_line(node_id, after_s))
+
+    def report(
+        self, reason: str, stats: dict[str, LatencyStats], *, dry_run: bool = False, stopped: bool = False
+    ) -> CompactionReport:
+        return CompactionReport(
+            plan=self.first_plan,
+            dry_run=dry_run,
+            nodes_freed=tuple(self.freed),
+            replicas_moved=self.moved,
+            seconds=time.monotonic() - self.started,
+            stopped=stopped,
+            reason=reason,
+            events=tuple(self.events),
+            before=stats.get("before"),
+            during=stats.get("during"),
+            replicas_as_planned=self.placed,
+            budget=self.budget,
+            terminated=tuple(self.terminated),
+        )
 
 
 def _removes_nodes(session: Session | None) -> bool:
