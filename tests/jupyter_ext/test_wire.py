@@ -41,7 +41,16 @@ def test_the_cluster_plan_and_compaction_models_match_their_declarations() -> No
     assert drift(as_json(plan_model(made, snap, "127.0.0.1:6379")), "PlanModel") == []
     event = CompactionEvent("draining", made.nodes_to_free[0], "draining ...", 1.5, 0, 1)
     report = CompactionReport(
-        made, False, made.nodes_to_free, len(made.moves), 9.0, False, "", (event,), during=LatencyStats(10, 0, 5.0, 9.0)
+        made,
+        False,
+        made.nodes_to_free,
+        len(made.moves),
+        9.0,
+        False,
+        "",
+        (event,),
+        during=LatencyStats(10, 0, 5.0, 9.0),
+        terminated=((made.nodes_to_free[0], 31.5),),
     )
     compaction = Compaction("c1", "127.0.0.1:6379", plan_model(made, snap, "127.0.0.1:6379"), {"max_draining": 2})
     compaction.add_event(event_model(event))
@@ -58,6 +67,7 @@ def test_a_renamed_or_retyped_field_is_caught() -> None:
     assert drift(retyped, "ClusterModel") == ["$.nodes[0].draining: expected boolean, got str"]
     types = declared_types("export interface T {\n  state: 'a' | 'b';\n  n?: number | null; // a comment\n}\n")
     assert check({"state": "a"}, "T", types) == [] and check({"state": "c", "n": 1}, "T", types) != []
+    assert check([["n1", 2.5]], "[string, number][]", types) == [] and check([["n1", "x"]], "[string, number][]", types) != []
 
 
 def test_the_sidebars_types_are_generated_from_the_python_declaration() -> None:

@@ -70,6 +70,10 @@ def check(value: Any, kind: str, types: dict[str, str], path: str = "$") -> list
         return [] if ok else [f"{path}: expected {kind}, got {type(value).__name__}"]
     if kind.startswith("'"):
         return [] if value == kind.strip("'") else [f"{path}: expected {kind}, got {value!r}"]
+    if kind.endswith("[]"):
+        if not isinstance(value, list):
+            return [f"{path}: expected an array"]
+        return [problem for i, item in enumerate(value) for problem in check(item, kind[:-2], types, f"{path}[{i}]")]
     if kind.startswith("[") and kind.endswith("]"):  # a tuple
         members = _split(kind[1:-1], ",")
         if not isinstance(value, list) or len(value) != len(members):
@@ -79,10 +83,6 @@ def check(value: Any, kind: str, types: dict[str, str], path: str = "$") -> list
             for i, (item, member) in enumerate(zip(value, members, strict=True))
             for problem in check(item, member, types, f"{path}[{i}]")
         ]
-    if kind.endswith("[]"):
-        if not isinstance(value, list):
-            return [f"{path}: expected an array"]
-        return [problem for i, item in enumerate(value) for problem in check(item, kind[:-2], types, f"{path}[{i}]")]
     if kind.startswith("Record<string,"):
         if not isinstance(value, dict):
             return [f"{path}: expected an object"]
