@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from safetensors.torch import save_file
+if TYPE_CHECKING:  # torch is imported where a checkpoint is written: every replica imports this package
+    import torch
 
 VOCAB = 32000
 MAX_HIDDEN = 2048  # TinyLlama's width; a 1 GiB bf16 checkpoint is about 20 of its layers
@@ -47,14 +48,19 @@ def write_llm_checkpoint(
     directory: str | Path,
     total_bytes: int,
     shards: int = 1,
-    dtype: torch.dtype = torch.bfloat16,
+    dtype: torch.dtype | None = None,
     seed: int = 0,
 ) -> Path:
     """Write a seeded checkpoint of about ``total_bytes``; return the file, or the index when sharded.
 
     Shards are named like ``save_pretrained``'s (``model-00001-of-00004.safetensors``) and listed
-    in ``model.safetensors.index.json``. Tensors are generated one shard at a time to bound memory.
+    in ``model.safetensors.index.json``. Tensors are generated one shard at a time to bound memory;
+    ``dtype`` defaults to bfloat16.
     """
+    import torch
+    from safetensors.torch import save_file
+
+    dtype = dtype or torch.bfloat16
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     itemsize = torch.empty((), dtype=dtype).element_size()
@@ -88,6 +94,8 @@ def _split(shapes: list[tuple[str, tuple[int, ...]]], shards: int, itemsize: int
 
 
 def _random(shape: tuple[int, ...], dtype: torch.dtype, generator: torch.Generator) -> torch.Tensor:
+    import torch
+
     if dtype.is_floating_point:
         return torch.randn(shape, generator=generator).mul_(0.02).to(dtype)
     return torch.randint(0, 100, shape, generator=generator).to(dtype)

@@ -42,14 +42,31 @@ def reset(cluster: str) -> None:
         serving.remove_node(extra)
 
 
+_FRAGMENTED: dict[str, tuple[object, ...]] = {}  # cluster -> the state fragmented() left it in
+
+
 @pytest.fixture
 def fragmented(cluster: str) -> Snapshot:
     """Two fractional-GPU deployments, each packed on its own node, then scaled to half:
-    two half-empty nodes whose replicas would fit on one."""
+    two half-empty nodes whose replicas would fit on one. Built once and handed to the next test as
+    it is while nothing changed it (same nodes, replicas, targets, an empty cache): building it takes
+    30-60 s here, and half the tests that ask for it only read it."""
+    now = serving.snapshot()
+    if _FRAGMENTED.get(cluster) == _state(now):
+        return now
     reset(cluster)
     serving.deploy("a", Echo, replicas=4, gpus=0.5, init_args=("a",))
     serving.deploy("b", Echo, replicas=4, gpus=0.5, init_args=("b",))
     serving.scale("a", 2)
     serving.scale("b", 2)
     serving.wait_healthy()
-    return serving.snapshot()
+    built = serving.snapshot()
+    _FRAGMENTED[cluster] = _state(built)
+    return built
+
+
+def _state(snapshot: Snapshot) -> tuple[object, ...]:
+    """What a test may have changed: nodes and where each replica runs (the fingerprint), the
+    deployments' targets and health, and the peer cache."""
+    deployments = sorted((d.app, d.name, d.target_replicas, d.healthy) for d in snapshot.deployments)
+    return (snapshot.fingerprint(), tuple(deployments), len(snapshot.weight_cache), snapshot.all_healthy())
