@@ -21,6 +21,7 @@ import nbformat
 import pytest
 
 from servelab.jupyter_ext.model import cluster_model, plan_model
+from servelab.jupyter_ext.schema import API_VERSION
 from servelab.serving.planner import Plan, plan
 from servelab.serving.snapshot import Snapshot
 from servelab.testing.clusters import many_deployments_cluster
@@ -89,7 +90,10 @@ def serve_synthetic_cluster(page: Any, snapshot: Snapshot, chosen: Plan) -> None
         answer(route, {**model, "compaction": None, "refresh_interval_s": 60})
 
     listing = {"address": ADDRESS, "source": "configured", "reachable": True, "attached": True, "record": None}
-    page.route("**/servelab/api/clusters*", lambda route: answer(route, {"clusters": [listing], "refresh_interval_s": 60}))
+    page.route(
+        "**/servelab/api/clusters*",
+        lambda route: answer(route, {"clusters": [listing], "refresh_interval_s": 60, "api_version": API_VERSION}),
+    )
     page.route("**/servelab/api/cluster?*", cluster)
     # JupyterLab adds a cache-busting query to every request: "plans?1796602417876".
     page.route("**/servelab/api/plans?*", lambda route: answer(route, plan_model(chosen, snapshot, ADDRESS)))
