@@ -21,7 +21,10 @@ ENGINE_PROGRAM = """
 import json, sys
 from vllm import LLM, SamplingParams
 model, extra, prompts = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
-llm = LLM(model=model, load_format="servelab", model_loader_extra_config=extra, dtype="float32", max_model_len=256)
+llm = LLM(
+    model=model, load_format="servelab", model_loader_extra_config=extra, dtype="float32", max_model_len=256,
+    enforce_eager=True,  # no torch.compile warm-up for a tiny model
+)
 outputs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=12))
 print("TOKENS", json.dumps([list(o.outputs[0].token_ids) for o in outputs]))
 """
