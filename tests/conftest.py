@@ -1,4 +1,5 @@
-"""Fixtures shared by every test package: real storage servers started once per session."""
+"""Fixtures shared by every test package: real storage servers started once per session, and the
+embedded cluster that the serving and jupyter_ext packages share."""
 
 from __future__ import annotations
 
@@ -8,6 +9,32 @@ from pathlib import Path
 import pytest
 
 from servelab.testing import NginxServer, SeaweedS3Server
+from tests.serving.conftest import stop_shared_cluster
+
+SHARE_A_CLUSTER = ("tests/serving/", "tests/jupyter_ext/")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the packages that share the embedded cluster back to back, where the first of them was."""
+    sharing = [item for item in items if item.nodeid.startswith(SHARE_A_CLUSTER)]
+    if sharing:
+        first = items.index(sharing[0])
+        others = [item for item in items if not item.nodeid.startswith(SHARE_A_CLUSTER)]
+        items[:] = others[:first] + sharing + others[first:]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> object:
+    """Stop the shared cluster once the next test is not one of the packages that share it."""
+    try:
+        return (yield)
+    finally:
+        if nextitem is None or not nextitem.nodeid.startswith(SHARE_A_CLUSTER):
+            stop_shared_cluster()
+
+
+def pytest_sessionfinish() -> None:
+    stop_shared_cluster()  # an interrupted run
 
 
 @pytest.fixture(scope="session")

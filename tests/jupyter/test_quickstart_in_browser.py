@@ -3,6 +3,10 @@ copied tutorials, the quickstart runs from JupyterLab's Run menu in headless Chr
 shows its cluster and plans, and ``%servelab down`` leaves no servelab process using CPU. The
 repository's notebooks are unchanged afterwards.
 
+This run is also the quickstart's nbval check (``scripts/test.sh`` leaves it out of nbval, which took
+another 100 s to run it again): no cell fails, and each ``# NBVAL_CHECK_OUTPUT`` cell prints what the
+stored notebook holds.
+
 Screenshots of each state go to ``SERVELAB_SCREENSHOTS`` (default /tmp/servelab-screenshots); the
 documentation's images (docs/images) come from here.
 """
@@ -10,6 +14,7 @@ documentation's images (docs/images) come from here.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import time
@@ -90,6 +95,16 @@ def busy_processes(root_pid: int) -> dict[str, float]:
     return {name: seconds for name, seconds in used.items() if seconds > IDLE_CPU_S}
 
 
+def checked_outputs(notebook: Path) -> dict[int, str]:
+    """What nbval compares: the text each code cell marked ``# NBVAL_CHECK_OUTPUT`` printed, by code cell index."""
+    cells = [c for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
+    return {
+        i: "".join("".join(o.get("text", "")) for o in cell["outputs"]).rstrip("\n")
+        for i, cell in enumerate(cells)
+        if "".join(cell["source"]).startswith("# NBVAL_CHECK_OUTPUT")
+    }
+
+
 def rgb(colour: str) -> str:
     return "rgb({}, {}, {})".format(*(int(colour[i : i + 2], 16) for i in (1, 3, 5)))
 
@@ -122,6 +137,11 @@ def test_the_main_job_from_the_run_menu_to_shutdown(lab: LabServer, page: Any, b
     )
     assert "Traceback" not in text and "servelab: " not in text  # no error and no magic's one-line refusal
     assert "Started Serve" not in text  # Ray's INFO lines stay out of the notebook
+    stored = checked_outputs(ROOT / "examples" / "01_quickstart.ipynb")
+    assert len(stored) >= 3
+    cells = page.locator(".jp-CodeCell")
+    printed = {i: "".join(cells.nth(i).locator(".jp-OutputArea-output").all_text_contents()).rstrip("\n") for i in stored}
+    assert printed == stored  # as nbval would check them
     # The weights' line: bytes and GB/s per source, apart from each replica's wait.
     streamed = re.search(r"weights 67\.\d MB per replica: ([\d.]+) ([GM])B/s from the source \(1 replica\)", text)
     assert streamed, text[:3000]

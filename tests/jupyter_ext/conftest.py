@@ -1,6 +1,6 @@
 """The server extension on a real Jupyter server (pytest-jupyter), over a real embedded cluster.
 
-The cluster is the serving tests' own fixture, started again for this package: this process owns
+The cluster is the one the serving tests use (this package runs right after them): this process owns
 it, and the server's driver processes attach to it as any other process on the machine would.
 """
 
@@ -18,7 +18,7 @@ from pytest_jupyter.jupyter_core import *  # noqa: F403
 from pytest_jupyter.jupyter_server import *  # noqa: F403
 
 from servelab.jupyter_ext import ClusterManager
-from tests.serving.conftest import cluster, fragmented, reset  # noqa: F401 - fixtures, re-scoped to this package
+from tests.serving.conftest import cluster, fragmented, reset  # noqa: F401 - fixtures
 
 SLOW = 180  # seconds: a driver attaching and a cluster read on two loaded cores
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from servelab import serving
@@ -15,13 +13,24 @@ WORKERS = 3
 NODE_TYPE = {"count": WORKERS, "cpus": 1, "gpus": 2, "cost_per_hour": 2.5, "labels": {"zone": "a"}}
 
 
-@pytest.fixture(scope="package")  # stopped before the notebooks start clusters of their own
-def cluster() -> Iterator[str]:
-    address = serving.up(node_types={"gpu2": NODE_TYPE}, http_port=free_port())
-    try:
-        yield address
-    finally:
+_SHARED: list[str] = []  # the address of the cluster the serving and jupyter_ext packages share
+
+
+@pytest.fixture
+def cluster() -> str:
+    """Started by the first test that asks, shared by the serving and jupyter_ext packages (which
+    tests/conftest.py runs back to back) and stopped after the last of them, before the LLM tests and
+    the notebooks start clusters of their own: starting one takes 25 s, and the scenarios built on it
+    (``fragmented``) carry over."""
+    if not _SHARED:
+        _SHARED.append(serving.up(node_types={"gpu2": NODE_TYPE}, http_port=free_port()))
+    return _SHARED[0]
+
+
+def stop_shared_cluster() -> None:
+    if _SHARED:
         serving.down()
+        _SHARED.clear()
 
 
 def reset(cluster: str) -> None:
