@@ -78,7 +78,7 @@ class Compaction:
     id: str
     address: str
     plan: PlanModel
-    budget: Budget = field(default_factory=lambda: Budget())  # what is left out keeps Budget's default
+    budget: Budget = field(default_factory=Budget)  # what is left out keeps Budget's default
     state: str = "running"  # running | done | stopped | failed
     events: list[CompactionEvent] = field(default_factory=list)
     report: ReportModel | None = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import types
 import typing
-from typing import Annotated, Any, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, NotRequired, TypedDict
 
 API_VERSION = 1
 
@@ -348,8 +348,6 @@ def _ts(hint: Any) -> str:
         return {str: "string", int: "number", float: "number", bool: "boolean"}[hint]
     if isinstance(hint, type) and typing.is_typeddict(hint):
         return hint.__name__
-    if origin is Literal:
-        return " | ".join(repr(a) for a in args)
     if origin in (typing.Union, types.UnionType):
         return " | ".join(_ts(a) for a in args)
     if origin is list:
@@ -360,7 +358,7 @@ def _ts(hint: Any) -> str:
     if origin is dict:
         return f"Record<{_ts(args[0])}, {_ts(args[1])}>"
     raise TypeError(
-        f"no TypeScript for {hint!r}: declare the wire in str, int, float, bool, None, Literal, list, tuple, dict and TypedDicts"
+        f"no TypeScript for {hint!r}: declare the wire in str, int, float, bool, None, list, tuple, dict and TypedDicts"
     )
 
 
