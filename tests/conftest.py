@@ -11,15 +11,22 @@ import pytest
 from servelab.testing import NginxServer, SeaweedS3Server
 from tests.serving.conftest import stop_shared_cluster
 
+# In this order: serving starts the cluster outside pytest-jupyter's per-test environment, so that its
+# discovery record lands in the user's runtime directory, where test_auth looks for it.
 SHARE_A_CLUSTER = ("tests/serving/", "tests/jupyter_ext/")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the packages that share the embedded cluster back to back, where the first of them was."""
-    sharing = [item for item in items if item.nodeid.startswith(SHARE_A_CLUSTER)]
+    """Run the packages that share the embedded cluster back to back, in SHARE_A_CLUSTER's order,
+    where the first of their tests was."""
+
+    def package(item: pytest.Item) -> int | None:
+        return next((i for i, prefix in enumerate(SHARE_A_CLUSTER) if item.nodeid.startswith(prefix)), None)
+
+    sharing = sorted((item for item in items if package(item) is not None), key=package)  # stable: file order within
     if sharing:
-        first = items.index(sharing[0])
-        others = [item for item in items if not item.nodeid.startswith(SHARE_A_CLUSTER)]
+        first = next(i for i, item in enumerate(items) if package(item) is not None)
+        others = [item for item in items if package(item) is None]
         items[:] = others[:first] + sharing + others[first:]
 
 

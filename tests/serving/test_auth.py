@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from servelab import serving
 from servelab.serving import context, discovery
 
 pytestmark = pytest.mark.slow
@@ -59,9 +60,10 @@ def test_a_process_without_the_token_or_with_a_wrong_one_cannot_attach(cluster: 
 
 
 def test_connect_attaches_with_the_recorded_token_or_a_given_one(cluster: str, tmp_path: Path) -> None:
+    nodes = len(serving.snapshot().nodes)
     found = run(CONNECT)  # no address: the discovery record names the cluster and its token
     assert found.returncode == 0, found.stderr[-2000:]
-    assert found.stdout.split()[-1] == "4"  # the head and three workers
+    assert found.stdout.split()[-1] == str(nodes)  # the cluster this process sees
     given = run(CONNECT, cluster, discovery.token_for(cluster) or "", JUPYTER_RUNTIME_DIR=str(tmp_path))  # no record to read
     assert given.returncode == 0, given.stderr[-2000:]
     refused = run(CONNECT, cluster, "not-the-token", JUPYTER_RUNTIME_DIR=str(tmp_path))
@@ -83,6 +85,8 @@ def test_the_cluster_listens_on_loopback_alone(cluster: str) -> None:
         pytest.skip("this machine has no network address to probe from")
     ports = {int(cluster.rpartition(":")[2])}
     for node in ray.nodes():
+        if not node["Alive"]:
+            continue  # a worker an earlier test removed stays in Ray's node table
         ports |= {int(v) for k, v in node.items() if k.endswith("Port") and v}
     assert len(ports) > 8  # the GCS and, per node, raylet, object manager, metrics and agent ports
     for port in sorted(ports):
