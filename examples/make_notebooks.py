@@ -400,7 +400,7 @@ from servelab.testing.llm import write_tiny_llama
 
 model_dir = write_tiny_llama(tempfile.mkdtemp(prefix="servelab-llm-") + "/tiny-llama")
 # float32: the weights' dtype (vLLM on a CPU would pick bfloat16); eager: no torch.compile warm-up,
-# which halves a tiny model's start here and buys nothing at this size
+# which takes a quarter of a tiny model's start here and buys nothing at this size
 engine = {"dtype": "float32", "enforce_eager": True}""",
     ),
     ("code", "%deploy llm tiny --model {model_dir} --max-model-len 256 --engine-kwargs engine"),

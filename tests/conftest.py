@@ -11,22 +11,23 @@ import pytest
 from servelab.testing import NginxServer, SeaweedS3Server
 from tests.serving.conftest import stop_shared_cluster
 
-# In this order: serving starts the cluster outside pytest-jupyter's per-test environment, so that its
-# discovery record lands in the user's runtime directory, where test_auth looks for it.
+# In this order: serving's tests were written against a freshly started cluster, and the cluster
+# starts in the plain environment rather than inside a pytest-jupyter test's patched one.
 SHARE_A_CLUSTER = ("tests/serving/", "tests/jupyter_ext/")
+
+
+def _sharing_package(item: pytest.Item) -> int | None:
+    """The index in SHARE_A_CLUSTER of the package ``item`` belongs to; None for other tests."""
+    return next((i for i, prefix in enumerate(SHARE_A_CLUSTER) if item.nodeid.startswith(prefix)), None)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the packages that share the embedded cluster back to back, in SHARE_A_CLUSTER's order,
     where the first of their tests was."""
-
-    def package(item: pytest.Item) -> int | None:
-        return next((i for i, prefix in enumerate(SHARE_A_CLUSTER) if item.nodeid.startswith(prefix)), None)
-
-    sharing = sorted((item for item in items if package(item) is not None), key=package)  # stable: file order within
+    sharing = sorted((item for item in items if _sharing_package(item) is not None), key=_sharing_package)  # stable
     if sharing:
-        first = next(i for i, item in enumerate(items) if package(item) is not None)
-        others = [item for item in items if package(item) is None]
+        first = next(i for i, item in enumerate(items) if _sharing_package(item) is not None)
+        others = [item for item in items if _sharing_package(item) is None]
         items[:] = others[:first] + sharing + others[first:]
 
 
@@ -36,7 +37,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     try:
         return (yield)
     finally:
-        if nextitem is None or not nextitem.nodeid.startswith(SHARE_A_CLUSTER):
+        if nextitem is None or _sharing_package(nextitem) is None:
             stop_shared_cluster()
 
 

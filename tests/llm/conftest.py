@@ -18,7 +18,7 @@ needs_vllm = pytest.mark.skipif(
 )
 
 # The tiny models are float32 (vLLM on CPU would pick bf16). enforce_eager skips vLLM's torch.compile
-# warm-up: a replica of the tiny model starts in 65 s instead of about 120 s on two cores.
+# warm-up: deploy_llm of the tiny model took 65 s instead of 89 s on two cores.
 ENGINE = {"dtype": "float32", "max_model_len": 256, "enforce_eager": True}
 
 
