@@ -210,8 +210,11 @@ def test_neighbourhood_search_improves_and_keeps_plans_valid() -> None:
     snapshot = wide_cluster(100, seed=0)
     model = planner._build(snapshot, [], "nodes")
     start, blocked = planner._heuristic(model, None)
-    searched = planner._search(model, start, 0.0, time.perf_counter() + 3.0, random.Random(0))
-    assert planner._score(model, searched) < planner._score(model, start)
+    # The search stops at its target, one node fewer than the start: it takes about 2 s on an idle core, and the
+    # long deadline is there only so that a loaded CI machine (a shared cluster runs beside this test) still gets there.
+    target = planner._score(model, start) - 1.0
+    searched = planner._search(model, start, target, time.perf_counter() + 60.0, random.Random(0))
+    assert planner._score(model, searched) <= target
     result = planner._result(snapshot, model, searched, blocked, [], "nodes", "search", False, 0.0)
     assert_valid(snapshot, result)
 
