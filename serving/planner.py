@@ -299,7 +299,7 @@ def _heuristic(model: _Model, max_moves: int | None) -> tuple[list[int], dict[in
             replica = model.movable[r]
             target = _best_fit(model, r, in_use, trial_free, trial_counts, trial_gpus, weight)
             if target is None:
-                reason = f"replica {replica.id} ({replica.app}/{replica.deployment}, needs {format_resources(replica.resources)}) fits on no node that stays"
+                reason = f"its replica {short_id(replica.id)} ({replica.app}/{replica.deployment}, needs {format_resources(replica.resources)}) fits on no other node that stays"
                 break
             trial_free[target] -= model.need[r]
             trial_free[victim] += model.need[r]

@@ -162,7 +162,7 @@ def test_reports_why_a_node_stays() -> None:
     )
     result = plan(snapshot, exact_limit=0)
     assert result.nodes_to_free == ()
-    assert "fits on no node that stays" in result.blocked["a"]
+    assert result.blocked["a"] == "its replica r1 (app/d, needs CPU 2, GPU 3) fits on no other node that stays"
 
 
 def test_unsettled_replicas_pin_their_node() -> None:
