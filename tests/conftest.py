@@ -21,10 +21,18 @@ def _sharing_package(item: pytest.Item) -> int | None:
     return next((i for i, prefix in enumerate(SHARE_A_CLUSTER) if item.nodeid.startswith(prefix)), None)
 
 
+def _uses_the_cluster(item: pytest.Item) -> bool:
+    return "cluster" in getattr(item, "fixturenames", ())
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the packages that share the embedded cluster back to back, in SHARE_A_CLUSTER's order,
-    where the first of their tests was."""
-    sharing = sorted((item for item in items if _sharing_package(item) is not None), key=_sharing_package)  # stable
+    """Run the packages that share the embedded cluster back to back, where the first of their tests
+    was: first their tests that need no cluster, then the others in SHARE_A_CLUSTER's order, so the
+    cluster lives (and takes CPU from the tests beside it) only while it is used."""
+    sharing = sorted(
+        (item for item in items if _sharing_package(item) is not None),
+        key=lambda item: (_uses_the_cluster(item), _sharing_package(item)),
+    )  # stable
     if sharing:
         first = next(i for i, item in enumerate(items) if _sharing_package(item) is not None)
         others = [item for item in items if _sharing_package(item) is None]

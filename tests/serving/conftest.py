@@ -56,8 +56,9 @@ _FRAGMENTED: dict[str, tuple[object, ...]] = {}  # cluster -> the state fragment
 
 @pytest.fixture
 def fragmented(cluster: str) -> Snapshot:
-    """Two fractional-GPU deployments, each packed on its own node, then scaled to half:
-    two half-empty nodes whose replicas would fit on one. Built once and handed to the next test as
+    """Two fractional-GPU deployments on nodes of their own, each half full: two half-empty nodes whose
+    replicas would fit on one. ``a`` packs a node and is scaled to half (how Serve leaves nodes
+    fragmented), then ``b`` starts with 2 replicas, which pack scheduling puts on an empty node. Built once and handed to the next test as
     it is while nothing changed it (same nodes, replicas, targets, an empty cache): building it takes
     30-60 s here, and half the tests that ask for it only read it."""
     now = serving.snapshot()
@@ -65,9 +66,8 @@ def fragmented(cluster: str) -> Snapshot:
         return now
     reset(cluster)
     serving.deploy("a", Echo, replicas=4, gpus=0.5, init_args=("a",))
-    serving.deploy("b", Echo, replicas=4, gpus=0.5, init_args=("b",))
+    serving.deploy("b", Echo, replicas=2, gpus=0.5, init_args=("b",))
     serving.scale("a", 2)
-    serving.scale("b", 2)
     serving.wait_healthy()
     built = serving.snapshot()
     _FRAGMENTED[cluster] = _state(built)

@@ -80,9 +80,11 @@ def test_compaction_under_load_frees_the_planned_node_with_zero_failures(fragmen
 @pytest.mark.parametrize("max_draining", [1, 2])
 def test_two_nodes_are_freed_one_wave_at_a_time_or_together(cluster: str, max_draining: int) -> None:
     reset(cluster)
-    for name in ("a", "b", "c"):  # each packs one node, then keeps one replica: three nodes, one would do
-        serving.deploy(name, Echo, replicas=4, gpus=0.5, init_args=(name,))
-    for name in ("a", "b", "c"):
+    # Three nodes with one replica each, one would do: a and b pack a node each and keep one replica,
+    # and c's one replica goes to the last empty node, the only one with room (pack scheduling).
+    for name, replicas in (("a", 4), ("b", 4), ("c", 1)):
+        serving.deploy(name, Echo, replicas=replicas, gpus=0.5, init_args=(name,))
+    for name in ("a", "b"):
         serving.scale(name, 1)
     serving.wait_healthy()
     plan = serving.plan(serving.snapshot())
