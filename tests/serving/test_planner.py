@@ -322,7 +322,7 @@ def test_where_no_gpu_is_entirely_free_a_whole_gpu_replica_blocks_its_node() -> 
     )
     result = plan(crowded)
     assert result.nodes_to_free == ()
-    assert "fits on no node" in result.blocked["b"] or "kept" in result.blocked["b"]
+    assert "fits on no other node" in result.blocked["b"] or "kept" in result.blocked["b"]
 
 
 def test_fractions_fill_partly_free_gpus_before_they_open_a_free_one() -> None:
