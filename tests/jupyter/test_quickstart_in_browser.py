@@ -18,7 +18,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,14 @@ def rgb(colour: str) -> str:
     return "rgb({}, {}, {})".format(*(int(colour[i : i + 2], 16) for i in (1, 3, 5)))
 
 
+def painted_in(page: Any, selector: str, colour: str) -> Callable[[], bool]:
+    """Whether the element at ``selector`` shows ``colour``, found and read in one step in the page, to
+    poll: each refresh redraws the sidebar, and a swatch found, then detached before it was read, had no
+    computed style (one suite run read an empty colour)."""
+    read = "s => { const e = document.querySelector(s); return e ? getComputedStyle(e).backgroundColor : '' }"
+    return lambda: page.evaluate(read, selector) == colour
+
+
 def test_the_main_job_from_the_run_menu_to_shutdown(lab: LabServer, page: Any, before: dict[str, str]) -> None:
     shots = Path(os.environ.get("SERVELAB_SCREENSHOTS") or "/tmp/servelab-screenshots")
     shots.mkdir(parents=True, exist_ok=True)
@@ -172,8 +180,8 @@ def test_the_main_job_from_the_run_menu_to_shutdown(lab: LabServer, page: Any, b
     assert page.locator(f"{SIDEBAR} .servelab-Deployment").count() == 2
     expected = deployment_colours_of_quickstart()
     for key, colour in expected.items():
-        swatch = page.locator(f"{SIDEBAR} .servelab-Deployment[data-deployment='{key}'] .servelab-Swatch")
-        assert swatch.evaluate("e => getComputedStyle(e).backgroundColor") == rgb(colour), key
+        swatch = f"{SIDEBAR} .servelab-Deployment[data-deployment='{key}'] .servelab-Swatch"
+        wait_for(painted_in(page, swatch, rgb(colour)), 10, f"{key}'s swatch in {rgb(colour)}")
     picker = page.locator(f"{SIDEBAR} .servelab-Picker")
     assert picker.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), "the cluster picker cuts its address"
     page.locator(f"{SIDEBAR} .servelab-plan").click()
