@@ -10,7 +10,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 GPU="$ROOT/.gpu"
 REQUIREMENTS=("ray[serve]==2.60.0" "runai-model-streamer==0.17.1" "instanttensor==0.2.2" "fastsafetensors==0.5.0"
-  "grpcio-reflection==1.84.0")  # the reflection that matches that machine's grpcio
+  "grpcio-reflection==1.84.0"  # the reflection that matches that machine's grpcio
+  "jupyter_core>=5.7")  # up() writes its discovery record in Jupyter's runtime directory
 # Distributions that machine's image already holds (a CUDA PyTorch image; its package list, 2026-11-17).
 THERE="torch triton nvidia-.* cuda-.* numpy scipy sympy mpmath networkx fsspec safetensors grpcio protobuf aiohttp
   aiohappyeyeballs aiosignal anyio attrs certifi charset-normalizer click filelock frozenlist h11 idna jinja2 markupsafe
