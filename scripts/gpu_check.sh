@@ -52,12 +52,11 @@ run() {
   # Install into /tmp/site, stage the package as it installs (the checkout's own servelab/ would shadow
   # it: `python -m` and the bench's workers run from the root), then the tests and the benchmark.
   local gib="${1:-8}" py="${PY:-python3}" site=/tmp/site stage=/tmp/stage out="${OUT:-/tmp/gpu_out}"
-  rm -rf "$site" "$stage" && mkdir -p "$site" "$stage/servelab" "$out"
+  rm -rf "$site" "$stage" && mkdir -p "$site" "$stage" "$out"
   tar xJf "$GPU/ray.tar.xz" -C "$site"
   "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$GPU"/whl/*.whl
-  cp -r "$ROOT"/servelab/. "$stage/servelab/"
-  for sub in loader serving kernel widgets jupyter_ext; do cp -r "$ROOT/$sub" "$stage/servelab/$sub"; done
-  cp -r "$ROOT/tests" "$ROOT/bench" "$ROOT/pyproject.toml" "$stage/"
+  bash "$ROOT/scripts/package_tree.sh"  # the package as it installs, as links; copied with what they point to
+  cp -rL "$ROOT/.typecheck/servelab" "$ROOT/tests" "$ROOT/bench" "$ROOT/pyproject.toml" "$stage/"
   export PYTHONPATH="$stage:$site" PYTHONUNBUFFERED=1 SERVELAB_BENCH_DATA=/tmp/bench_data
   cd "$stage"
   nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
