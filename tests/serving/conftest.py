@@ -58,9 +58,10 @@ _FRAGMENTED: dict[str, tuple[object, ...]] = {}  # cluster -> the state fragment
 def fragmented(cluster: str) -> Snapshot:
     """Two fractional-GPU deployments on nodes of their own, each half full: two half-empty nodes whose
     replicas would fit on one. ``a`` packs a node and is scaled to half (how Serve leaves nodes
-    fragmented), then ``b`` starts with 2 replicas, which pack scheduling puts on an empty node. Built once and handed to the next test as
-    it is while nothing changed it (same nodes, replicas, targets, an empty cache): building it takes
-    30-60 s here, and half the tests that ask for it only read it."""
+    fragmented), then ``b`` starts with 2 replicas, which pack scheduling puts on an empty node.
+    Built once and handed to the next test as it is while nothing changed it (same nodes, replicas,
+    targets, an empty cache): building it takes 25-50 s here, and half the tests that ask for it only
+    read it."""
     now = serving.snapshot()
     if _FRAGMENTED.get(cluster) == _state(now):
         return now
