@@ -179,7 +179,7 @@ class _Pipeline:
     def _sink(self) -> Sink:
         if self._device.type == "cuda":
             return CudaSink(self._device, self._chunk_size, self._concurrency, self._dtype)
-        return HostSink(self._chunk_size, self._dtype)
+        return HostSink(self._chunk_size, self._concurrency, self._dtype)
 
 
 def _check_arguments(uri: Any, dtype: Any, chunk_size: Any, concurrency: Any, retries: Any) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -33,6 +35,33 @@ def every_dtype_tensors() -> dict[str, torch.Tensor]:
     tensors["F32.scalar"] = torch.tensor(1.5)
     tensors["I64.scalar"] = torch.tensor(-3)
     tensors["BF16.odd"] = torch.randn(7, generator=generator).to(torch.bfloat16)  # misaligns what follows
+    return tensors
+
+
+def write_misaligned_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint written by hand with float tensors at odd file offsets (``save_file`` orders
+    tensors so that each is aligned; other writers need not), and the tensors it holds."""
+    generator = torch.Generator().manual_seed(5)
+    tensors = {
+        "pad": torch.arange(3, dtype=torch.uint8),
+        "w": torch.randn(5, generator=generator).to(torch.bfloat16),
+        "x": torch.randn(2, 3, generator=generator),
+        "y": torch.randn(3, generator=generator).to(torch.float64),
+    }
+    codes = {torch.uint8: "U8", torch.bfloat16: "BF16", torch.float32: "F32", torch.float64: "F64"}
+    header: dict[str, dict] = {}
+    data = bytearray()
+    for name, tensor in tensors.items():
+        raw = tensor.contiguous().view(torch.uint8).numpy().tobytes()
+        header[name] = {
+            "dtype": codes[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [len(data), len(data) + len(raw)],
+        }
+        data += raw
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-(8 + len(encoded)) % 8)  # the data starts 8-aligned, so "w" starts at an odd offset
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + bytes(data))
     return tensors
 
 

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from servelab.loader import LoadProgress, load, stream
 
-from .conftest import SOURCES, UriFor
+from .conftest import SOURCES, UriFor, write_misaligned_checkpoint
 
 
 def raw_bytes(tensor: torch.Tensor) -> torch.Tensor:
@@ -115,6 +115,20 @@ def test_dtype_converts_plain_float_tensors_and_keeps_quantised_and_integer_ones
     for name in kept:  # quantised weights need their scales: converting them alone would change the model
         assert got[name].dtype == expected[name].dtype
         assert torch.equal(raw_bytes(got[name]), raw_bytes(expected[name]))
+
+
+@pytest.mark.parametrize(("chunk_size", "concurrency"), [(1, 1), (3, 2), (4999, 3), (32 << 20, 2)])
+def test_dtype_conversion_is_the_same_at_any_chunking(
+    chunk_size: int, concurrency: int, checkpoints: Path, tmp_path: Path
+) -> None:
+    """Reads that split elements (odd sizes, and tensors the file stores at odd offsets) convert whole."""
+    plain = (torch.float16, torch.float32, torch.float64)
+    misaligned = tmp_path / "misaligned.safetensors"
+    files = {checkpoints / "dtypes" / "model.safetensors": load_file(checkpoints / "dtypes" / "model.safetensors")}
+    files[misaligned] = write_misaligned_checkpoint(misaligned)
+    for path, expected in files.items():
+        got = load(str(path), dtype=torch.bfloat16, chunk_size=chunk_size, concurrency=concurrency)
+        assert_identical(got, {name: t.to(torch.bfloat16) if t.dtype in plain else t for name, t in expected.items()})
 
 
 def test_progress_bar_when_asked(uri_for: UriFor, capsys: pytest.CaptureFixture[str]) -> None:

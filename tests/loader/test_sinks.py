@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -41,8 +42,8 @@ def test_conversion_layout_gives_room_to_what_converts_and_nothing_else(tmp_path
     path = tmp_path / "dtypes.safetensors"
     save_file(every_dtype_tensors(), path)
     specs = specs_of(path)
-    assert conversion_layout(specs, None) is None
-    plan, targets = conversion_layout(specs, torch.float16) or (None, [])
+    assert conversion_layout(specs, None, keep_others=False) is None
+    plan, targets = conversion_layout(specs, torch.float16, keep_others=False) or (None, [])
     assert plan is not None and not plan.mirror
     for spec, target in zip(specs, targets, strict=True):
         if spec.dtype in CONVERTIBLE and spec.dtype != "F16":
@@ -65,4 +66,18 @@ def test_conversion_layout_gives_room_to_what_converts_and_nothing_else(tmp_path
         for n, t in load_file(path).items()
     }
     assert_identical(got, expected)
-    assert conversion_layout([s for s in specs if s.dtype == "I32"], torch.float16) is None
+    assert conversion_layout([s for s in specs if s.dtype == "I32"], torch.float16, keep_others=False) is None
+
+
+def test_the_hosts_conversion_layout_also_keeps_room_for_what_keeps_its_type(tmp_path: Path) -> None:
+    path = tmp_path / "dtypes.safetensors"
+    save_file(every_dtype_tensors(), path)
+    specs = specs_of(path)
+    only, _ = conversion_layout(specs, torch.float16, keep_others=False) or (None, [])
+    every, targets = conversion_layout(specs, torch.float16, keep_others=True) or (None, [])
+    assert only is not None and every is not None
+    ends = sorted(
+        (offset, offset + target.nbytes) for offset, target in zip(every.offsets, targets, strict=True) if target.nbytes
+    )
+    assert all(end <= start for (_, end), (start, _) in itertools.pairwise(ends))  # no two tensors overlap
+    assert every.size == max(end for _, end in ends) > only.size
