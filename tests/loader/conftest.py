@@ -34,7 +34,7 @@ def every_dtype_tensors() -> dict[str, torch.Tensor]:
         tensors[f"{code}.empty"] = torch.empty(0, 4, dtype=torch_dtype)
     tensors["F32.scalar"] = torch.tensor(1.5)
     tensors["I64.scalar"] = torch.tensor(-3)
-    tensors["BF16.odd"] = torch.randn(7, generator=generator).to(torch.bfloat16)  # misaligns what follows
+    tensors["BF16.odd"] = torch.randn(7, generator=generator).to(torch.bfloat16)  # 14 bytes: a size no 4- or 8-byte type divides
     return tensors
 
 

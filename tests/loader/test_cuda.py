@@ -28,7 +28,7 @@ def on_host(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("cold", [False, True])
 @pytest.mark.parametrize("chunk_size", [4999, 1 << 20])
 def test_every_dtype_lands_on_the_gpu_bit_identical(tmp_path: Path, device: str, cold: bool, chunk_size: int) -> None:
-    path = write_checkpoint(tmp_path / "model.safetensors")  # misaligned tensors and one past the head read
+    path = write_checkpoint(tmp_path / "model.safetensors")  # every dtype, and a tensor past the head read
     expected = load_file(path)
     if cold:
         evict(path)

@@ -26,7 +26,7 @@ def specs_of(path: Path) -> tuple:
 
 def test_a_mirrored_slab_views_every_dtype_in_place(tmp_path: Path) -> None:
     path = tmp_path / "dtypes.safetensors"
-    save_file(every_dtype_tensors(), path)  # "BF16.odd" misaligns what follows it
+    save_file(every_dtype_tensors(), path)  # save_file stores each tensor aligned to its type
     specs = specs_of(path)
     plan = layout(specs)
     data = path.read_bytes()
