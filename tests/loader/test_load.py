@@ -117,6 +117,15 @@ def test_dtype_converts_plain_float_tensors_and_keeps_quantised_and_integer_ones
         assert torch.equal(raw_bytes(got[name]), raw_bytes(expected[name]))
 
 
+def test_tensors_at_odd_offsets_load_exactly(tmp_path: Path) -> None:
+    """Float tensors a file stores where their type cannot be viewed in place come back copied, exact."""
+    path = tmp_path / "misaligned.safetensors"
+    expected = write_misaligned_checkpoint(path)
+    got = load(str(path))
+    assert_identical(got, expected)
+    assert got["x"].data_ptr() % 4 == 0 and got["y"].data_ptr() % 8 == 0
+
+
 @pytest.mark.parametrize(("chunk_size", "concurrency"), [(1, 1), (3, 2), (4999, 3), (32 << 20, 2)])
 def test_dtype_conversion_is_the_same_at_any_chunking(
     chunk_size: int, concurrency: int, checkpoints: Path, tmp_path: Path
