@@ -38,6 +38,15 @@ def every_dtype_tensors() -> dict[str, torch.Tensor]:
     return tensors
 
 
+def write_raw(path: Path, entries: dict, data: bytes, align: int = 1) -> Path:
+    """A safetensors file built by hand: ``entries`` as its header, padded with spaces so that the
+    data starts at a multiple of ``align``, then ``data``."""
+    body = json.dumps(entries).encode()
+    body += b" " * (-(8 + len(body)) % align)
+    path.write_bytes(struct.pack("<Q", len(body)) + body + data)
+    return path
+
+
 def write_misaligned_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """A checkpoint written by hand with float tensors at odd file offsets (``save_file`` orders
     tensors so that each is aligned; other writers need not), and the tensors it holds."""
@@ -48,7 +57,7 @@ def write_misaligned_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         "x": torch.randn(2, 3, generator=generator),
         "y": torch.randn(3, generator=generator).to(torch.float64),
     }
-    codes = {torch.uint8: "U8", torch.bfloat16: "BF16", torch.float32: "F32", torch.float64: "F64"}
+    codes = {getattr(torch, dtype.torch_name): code for code, dtype in DTYPES.items()}
     header: dict[str, dict] = {}
     data = bytearray()
     for name, tensor in tensors.items():
@@ -59,9 +68,7 @@ def write_misaligned_checkpoint(path: Path) -> dict[str, torch.Tensor]:
             "data_offsets": [len(data), len(data) + len(raw)],
         }
         data += raw
-    encoded = json.dumps(header).encode()
-    encoded += b" " * (-(8 + len(encoded)) % 8)  # the data starts 8-aligned, so "w" starts at an odd offset
-    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + bytes(data))
+    write_raw(path, header, bytes(data), align=8)  # the data starts 8-aligned, so "w" starts at an odd offset
     return tensors
 
 

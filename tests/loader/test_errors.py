@@ -22,15 +22,9 @@ from servelab.errors import (
 from servelab.loader import load, stream
 from servelab.testing import NginxServer, free_port
 
-from .conftest import UriFor
+from .conftest import UriFor, write_raw
 from .flaky_server import FlakyServer
 from .test_load import assert_identical
-
-
-def write_raw(path: Path, entries: dict, data: bytes) -> Path:
-    body = json.dumps(entries).encode()
-    path.write_bytes(struct.pack("<Q", len(body)) + body + data)
-    return path
 
 
 def small_checkpoint(path: Path, elements: int = 1000) -> Path:
