@@ -167,21 +167,21 @@ class Conversion:
         begin, end = segment.offset, segment.offset + segment.length
         first, last = -(-begin // width), end // width  # the elements [first, last) lie whole in this segment
         if first > last:  # inside one element
-            self._piece(segment.tensor, begin // width, begin % width, data, source_dtype)
+            self._piece(segment.tensor, begin // width, begin % width, data)
             return
         if begin % width:
-            self._piece(segment.tensor, first - 1, begin % width, data[: first * width - begin], source_dtype)
+            self._piece(segment.tensor, first - 1, begin % width, data[: first * width - begin])
         if last > first:
             whole = data[first * width - begin : last * width - begin]
             if whole.storage_offset() % width:  # the file stores this tensor at an offset its type cannot be viewed at
                 whole = whole.clone()
             self._target(segment.tensor)[first:last].copy_(whole.view(source_dtype))
         if end % width:
-            self._piece(segment.tensor, last, 0, data[last * width - begin :], source_dtype)
+            self._piece(segment.tensor, last, 0, data[last * width - begin :])
 
-    def _piece(self, tensor: int, element: int, at: int, data: torch.Tensor, source_dtype: torch.dtype) -> None:
+    def _piece(self, tensor: int, element: int, at: int, data: torch.Tensor) -> None:
         """Part of an element that straddles reads; the part that completes it converts it."""
-        width = _torch_dtype(self._specs[tensor].dtype)[1]
+        source_dtype, width = _torch_dtype(self._specs[tensor].dtype)
         with self._lock:
             buffer, filled = self._pieces.setdefault((tensor, element), (bytearray(width), [0]))
             buffer[at : at + len(data)] = data.numpy().tobytes()
