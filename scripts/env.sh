@@ -7,7 +7,11 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1  # tests drive Debian's chromium; neve
 lock() { echo "$ROOT/requirements${1:+-$1}.lock"; }  # the exact versions, hashed (scripts/lock.sh writes them)
 # Reinstall only when the lock or the sidebar's sources changed (the install builds the sidebar):
 # the stamp hashes the lock, setup.py and the sidebar's sources.
-stamp() { (cd "$ROOT" && cat "$(lock "$1")" setup.py jupyter_ext/schema.py jupyter_ext/package.json jupyter_ext/tsconfig.json jupyter_ext/src/* jupyter_ext/style/* | sha256sum | cut -c1-16)-$1; }
+stamp() {
+    local sources
+    sources="$(cd "$ROOT" && cat "$(lock "$1")" setup.py jupyter_ext/schema.py jupyter_ext/package.json jupyter_ext/tsconfig.json jupyter_ext/src/* jupyter_ext/style/* | sha256sum | cut -c1-16)"
+    echo "$sources-$1"
+}
 STAMP="$VENV/.servelab-installed"
 HAVE="$(cat "$STAMP" 2>/dev/null || true)"
 WANT="$(stamp "$EXTRAS")"
