@@ -18,15 +18,16 @@ WANT="$(stamp "$EXTRAS")"
 # A dev install serves a request for the runtime alone (the dev lock pins the runtime's versions too).
 if [ "$HAVE" != "$WANT" ] && ! { [ -z "$EXTRAS" ] && [ "$HAVE" = "$(stamp dev)" ]; }; then
     LOCK="$(lock "$EXTRAS")"
-    [ -x "$VENV/bin/python" ] || { step "creating $VENV"; "$UV" venv --quiet --python python3.11 "$VENV"; }
+    [ -x "$VENV/bin/python" ] || { step "creating $VENV"; "$UV" venv --quiet --seed --python python3.11 "$VENV"; }
     step "installing the locked versions of Ray Serve, torch (CPU build) and JupyterLab${EXTRAS:+ with the $EXTRAS extras} ..."
-    VIRTUAL_ENV="$VENV" "$UV" pip sync "${FIND_LINKS[@]}" "$LOCK"
+    VIRTUAL_ENV="$VENV" uv_run pip sync "${FIND_LINKS[@]}" "$LOCK"
     step "installing servelab and building the sidebar ..."
-    VIRTUAL_ENV="$VENV" "$UV" pip install --no-deps "${FIND_LINKS[@]}" -e "$ROOT"
+    VIRTUAL_ENV="$VENV" uv_run pip install --no-deps "${FIND_LINKS[@]}" -e "$ROOT"
     "$VENV/bin/python" -c "import servelab.loader, servelab.kernel, servelab.widgets" # fail here, loudly, if the install did not work
     echo "$WANT" > "$STAMP"
     step "installed"
 fi
+bash "$ROOT/scripts/package_tree.sh"  # the package-dir mapping as links, for mypy and the docs' API pages (mkdocs serve)
 
 # Debian packages the tests need: nginx serves HTTP checkpoints, chromium runs JupyterLab headless.
 need_debian() {

@@ -17,3 +17,12 @@ FIND_LINKS=()
 for folder in ${PIP_FIND_LINKS:-$(python3 -m pip config get global.find-links 2>/dev/null || true)}; do
     [ -d "$folder" ] && FIND_LINKS+=(--find-links "$folder")
 done
+# uv with its progress bars on a terminal; elsewhere (CI, a log) its summary lines without the list
+# of every package.
+uv_run() {
+    if [ -t 2 ]; then
+        "$UV" "$@"
+    else
+        "$UV" "$@" 2>&1 | grep -v '^ [-+~] ' >&2
+    fi
+}
