@@ -62,6 +62,19 @@ def friendly(magic: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def options() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """IPython's ``magic_arguments()``, taking whole option names only (``--node`` is not taken for
+    ``--nodes``), with the help text free of the reST ``::`` IPython puts before the usage line."""
+
+    def decorate(magic: Callable[..., Any]) -> Callable[..., Any]:
+        magic = magic_arguments()(magic)
+        magic.parser.allow_abbrev = False  # type: ignore[attr-defined]
+        magic.__doc__ = (magic.__doc__ or "").removeprefix("::\n\n  ")
+        return magic
+
+    return decorate
+
+
 @magics_class
 class ServelabMagics(Magics):
     """servelab's magics; loaded by ``%load_ext servelab``."""
@@ -79,7 +92,7 @@ class ServelabMagics(Magics):
 
     @line_magic
     @friendly
-    @magic_arguments()
+    @options()
     @argument("action", choices=["up", "connect", "status", "view", "down"], help="what to do")
     @argument(
         "address", nargs="?", help="connect: 'host:6379' or 'ray://host:10001' (default: the cluster found on this machine)"
@@ -181,7 +194,7 @@ class ServelabMagics(Magics):
             )
         return self._deploy_llm(rest)
 
-    @magic_arguments()
+    @options()
     @argument("name", help="the deployment's name")
     @argument("--replicas", type=int, default=1, help="replicas (default 1)")
     @argument("--gpus", type=float, default=0.0, help="GPUs per replica, fractions allowed (default 0)")
@@ -223,7 +236,7 @@ class ServelabMagics(Magics):
             )
         return _deployed(args.name, args.app)
 
-    @magic_arguments()
+    @options()
     @argument("name", help="the model id clients ask for, and the application's name")
     @argument("--model", required=True, help="directory of a Hugging Face model: local path, http(s)://, s3://, any fsspec URI")
     @argument("--replicas", type=int, default=1, help="replicas (default 1)")
@@ -262,7 +275,7 @@ class ServelabMagics(Magics):
 
     @line_magic
     @friendly
-    @magic_arguments()
+    @options()
     @argument("name", help="the deployment")
     @argument("replicas", type=int, help="the new number of replicas")
     @argument("--app", help="the application, when several have a deployment of this name")
@@ -286,7 +299,7 @@ class ServelabMagics(Magics):
 
     @line_magic
     @friendly
-    @magic_arguments()
+    @options()
     @argument("name", help="the deployment to remove")
     @argument("--app", help="the application, when several have a deployment of this name")
     def undeploy(self, line: str) -> None:
@@ -303,7 +316,7 @@ class ServelabMagics(Magics):
 
     @line_magic
     @friendly
-    @magic_arguments()
+    @options()
     @argument("--dry-run", action="store_true", help="show the plan (and a Compact button); change nothing")
     @argument("--objective", choices=["nodes", "cost"], default="nodes", help="free the most nodes, or the most cost")
     @argument("--max-moves", type=int, help="move at most K replicas")
@@ -342,7 +355,7 @@ class ServelabMagics(Magics):
 
     @line_magic
     @friendly
-    @magic_arguments()
+    @options()
     @argument("uri", help="a .safetensors file or model.safetensors.index.json: local path, http(s)://, s3://, any fsspec URI")
     @argument("--into", metavar="VAR", help="bind the state dict to this variable")
     @argument("--include", metavar="GLOB", help="only tensors whose names match (e.g. 'model.layers.0.*')")

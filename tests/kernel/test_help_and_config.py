@@ -23,6 +23,25 @@ def test_help_lists_every_option() -> None:
     assert "%deploy llm NAME --model URI" in shell.find_line_magic("deploy").__doc__
 
 
+def test_help_starts_with_the_usage_line() -> None:
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "servelab")
+
+    doc = shell.find_line_magic("servelab").__doc__
+
+    assert doc.startswith("%servelab [--nodes NODES]"), doc[:40]  # not IPython's reST "::"
+
+
+@pytest.mark.parametrize("line", ["%servelab up --node 2", "%scale x 1 --ap a", "%compact --dry"])
+def test_an_abbreviated_option_is_refused_not_guessed(line: str, capsys: pytest.CaptureFixture[str]) -> None:
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "servelab")
+
+    shown = failure(shell, line, capsys)
+
+    assert "unrecognized arguments: --" in shown and "for the options" in shown, shown
+
+
 def test_deploy_as_a_line_without_llm_says_how_to_use_it(capsys: pytest.CaptureFixture[str]) -> None:
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "servelab")
