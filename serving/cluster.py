@@ -83,7 +83,7 @@ def up(
         order = [name for name, count in counts.items() for _ in range(count)]
         gpu_plan = gpus.plan_gpus([types[name].gpus for name in order], machine)
     if gpu_plan.logical and any(spec.gpus for spec in types.values()):
-        log.warning("%s", gpu_plan.describe())
+        log.info("%s", gpu_plan.describe())  # gpu_mode() and every view say it; a warning printed it twice, in red
     http_port = _serve_port(http_port)
     with context.lock:
         refuse_second_session()

@@ -8,6 +8,7 @@ deployment this one made.
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import urllib.request
@@ -23,6 +24,7 @@ from servelab import serving
 from servelab.kernel.magics import MagicError
 from servelab.kernel.results import Deployed, Streamed
 from servelab.loader import CheckpointInfo
+from servelab.serving.gpus import LOGICAL_NOTE
 from servelab.widgets import ClusterView, CompactionPanel
 from tests.kernel import failure
 
@@ -73,10 +75,15 @@ def test_every_magic_says_no_cluster_yet_in_one_line(shell: InteractiveShell, ca
         assert shown.startswith("servelab: no cluster yet: start one with up() (%servelab up)"), shown
 
 
-def test_up_deploy_query_and_status(shell: InteractiveShell, weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_up_deploy_query_and_status(
+    shell: InteractiveShell, weights: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     snap = line(shell, "servelab", "up --nodes 3 --gpus-per-node 2 --cpus-per-node 1")
     assert isinstance(snap, serving.Snapshot) and len(snap.workers) == 3
-    assert "cluster up at" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "cluster up at" in printed and LOGICAL_NOTE in printed
+    # Said once, in that line: not again as a warning, which a notebook shows on red as if it were an error.
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and LOGICAL_NOTE in r.getMessage()]
     deployed = shell.run_cell_magic("deploy", f"tagged --replicas 4 --gpus 0.5 --weights {weights}", CLASS_CELL)
     assert isinstance(deployed, Deployed)
     assert (deployed.info.status, deployed.info.running_replicas) == ("HEALTHY", 4)

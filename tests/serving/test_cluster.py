@@ -259,6 +259,20 @@ def test_rays_own_compaction_is_off_in_a_cluster_up_started(cluster: str) -> Non
     assert ray.get(setting.remote("RAY_SERVE_NODE_COMPACTION_DELAY_S")) == "inf"
 
 
+def test_rays_usage_statistics_are_off_in_a_cluster_up_started(cluster: str) -> None:
+    import ray
+    from ray._common.usage import usage_lib
+
+    @ray.remote(num_cpus=0)
+    def reporting() -> bool:
+        return usage_lib.usage_stats_enabled()  # what a process the cluster started would do
+
+    metadata = usage_lib.get_cluster_metadata(ray._private.worker.global_worker.gcs_client)
+    # The head records the commit and its start time only where usage statistics are on.
+    assert "ray_version" in metadata and "git_commit" not in metadata and "session_start_timestamp_ms" not in metadata
+    assert ray.get(reporting.remote()) is False
+
+
 def test_compact_refuses_to_run_beside_a_drain_it_did_not_start(cluster: str) -> None:
     reset(cluster)
     serving.deploy("full", Echo, replicas=WORKERS, gpus=2, init_args=("full",))  # every GPU taken: nothing can migrate
