@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Awaitable
 from typing import Any, cast
 
@@ -23,15 +24,49 @@ from servelab.jupyter_ext.schema import Budget as WireBudget
 from servelab.serving.budget import Budget
 
 OBJECTIVES = ("nodes", "cost")
+EXPECTED = frozenset({"no-cluster", "unreachable"})  # states the sidebar meets while it polls, not the server's errors
+
+
+class RequestLog:
+    """The last error each route answered, so that Jupyter's log says an error once, not on every
+    poll: the sidebar asks every 2 s, and a stopped cluster gave 108 error lines with header dumps."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[int, str]] = {}
+
+    def repeats(self, route: str, status: int | None = None, message: str = "") -> bool:
+        """Record what ``route`` answered (``status`` None: a success); whether it is the error it gave last."""
+        previous = self._last.pop(route, None)
+        if status is None:
+            return False
+        self._last[route] = (status, message)
+        return previous == (status, message)
+
+
+class _AtDebug(logging.LoggerAdapter):
+    """A logger whose every line goes out at debug level."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        super().log(logging.DEBUG, msg, *args, **kwargs)
 
 
 class BaseHandler(APIHandler):
     """Reads JSON bodies and writes ApiErrors as JSON answers."""
 
     manager: ClusterManager
+    request_log: RequestLog
+    _quiet = False
 
-    def initialize(self, manager: ClusterManager) -> None:
+    def initialize(self, manager: ClusterManager, request_log: RequestLog) -> None:
         self.manager = manager
+        self.request_log = request_log
+
+    @property
+    def log(self) -> logging.Logger:
+        """What Jupyter's request log writes through: at debug level for an expected state or a repeated error."""
+        logger = super().log
+        # Jupyter's log_request calls debug/info/warning/error alone, which the adapter has.
+        return cast(logging.Logger, _AtDebug(logger, {})) if self._quiet else logger
 
     async def answer(self, work: Awaitable[Any], status: int = 200) -> None:
         """Await the manager's work and write its result, or the ApiError it raised."""
@@ -40,12 +75,20 @@ class BaseHandler(APIHandler):
         except ApiError as exc:
             self.fail(exc)
             return
+        self.request_log.repeats(self._route())
         self.set_status(status)
         self.finish(json.dumps(result, default=str))
 
     def fail(self, exc: ApiError) -> None:
+        repeated = self.request_log.repeats(self._route(), exc.status, exc.message)
+        self._quiet = repeated or exc.kind in EXPECTED
+        if exc.kind in EXPECTED and not repeated:
+            super().log.info("servelab: %s", exc.message)  # once, as a state: no warning, no request headers
         self.set_status(exc.status)
         self.finish(json.dumps({"status": exc.kind, "message": exc.message}))
+
+    def _route(self) -> str:
+        return f"{self.request.method} {self.request.path} {self.get_query_argument('address', '')}"
 
     def body(self) -> dict[str, Any]:
         """The JSON object in the request body ({} when empty)."""
@@ -219,7 +262,7 @@ def compaction_budget(given: Any) -> WireBudget:
 def routes(base_url: str, manager: ClusterManager) -> list[tuple[str, type[BaseHandler], dict[str, Any]]]:
     """The extension's routes under ``base_url``."""
     api = url_path_join(base_url, "servelab", "api")
-    kwargs = {"manager": manager}
+    kwargs = {"manager": manager, "request_log": RequestLog()}
     return [
         (url_path_join(api, "clusters"), ClustersHandler, kwargs),
         (url_path_join(api, "cluster"), ClusterHandler, kwargs),
