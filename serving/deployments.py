@@ -15,10 +15,10 @@ from typing import Any
 from servelab.errors import DeploymentError, DeploymentNotFoundError, LoaderError
 from servelab.serving import context, ray_adapter, weight_cache
 from servelab.serving.multiplex import MODELS, check_template, multiplexed_class
-from servelab.serving.placement import fits
+from servelab.serving.placement import fits, labels_match, place_new
 from servelab.serving.reader import snapshot
 from servelab.serving.replica_weights import REMOTE, TIMELINE, ReplicaTimeline, timelines, with_weights
-from servelab.serving.snapshot import DeploymentInfo, format_resources
+from servelab.serving.snapshot import DeploymentInfo, format_resources, short_id
 from servelab.serving.validation import check_amount, check_count, check_name, check_scaling
 
 FAILED = ("DEPLOY_FAILED", "UNHEALTHY")
@@ -95,7 +95,12 @@ def deploy(
     """
     context.current()
     options = _validated(name, target, replicas, gpus, cpus, memory, weights, autoscaling, max_replicas_per_node)
-    check_some_node_fits(name, {"CPU": float(cpus), "GPU": float(gpus), **({"memory": float(memory)} if memory else {})})
+    shape = {"CPU": float(cpus), "GPU": float(gpus), **({"memory": float(memory)} if memory else {})}
+    check_some_node_fits(name, shape)
+    app = app or name
+    existed = any(d.app == app for d in ray_adapter.serve_state().deployments)
+    if not existed and autoscaling is None:
+        check_room_now(name, app, shape, replicas, max_per_node=max_replicas_per_node)
     if multiplex is not None:
         if weights is not None or not isinstance(target, type):
             raise DeploymentError(
@@ -109,9 +114,7 @@ def deploy(
             weight_cache.directory(create=True)
             weight_cache.evict_weights(weights)
         target = with_weights(target, weights, weights_options or {}, peer_cache)
-    app = app or name
     prefix = f"/{app}" if route_prefix == "auto" else route_prefix
-    existed = any(d.app == app for d in ray_adapter.serve_state().deployments)
     _forget_reports(f"{app}/{name}/")
     ray_adapter.run_app(target, name, app, prefix, options, tuple(init_args), dict(init_kwargs or {}))
     try:
@@ -132,6 +135,14 @@ def scale(name: str, replicas: int, app: str | None = None) -> None:
     check_count(name, "replicas", replicas, minimum=0)
     if info.autoscaling:
         raise DeploymentError(f"{name!r} autoscales; change its autoscaling bounds instead of scaling it by hand.")
+    if replicas > info.target_replicas:
+        mine = [r for r in snapshot().replicas if r.key == (info.app, info.name)]
+        placed = sum(1 for r in mine if r.node_id is not None)
+        rules = mine[0] if mine else None
+        check_room_now(
+            info.name, info.app, info.resources, replicas - placed,
+            rules.label_selector if rules else None, rules.max_replicas_per_node if rules else None,
+        )  # fmt: skip
     ray_adapter.set_target_replicas(info.app, info.name, replicas)
 
 
@@ -318,6 +329,49 @@ def check_some_node_fits(name: str, shape: dict[str, float]) -> None:
             f"{name!r}: a replica needs {format_resources(shape)}, which no node of "
             f"this cluster can ever hold (nodes offer: {'; '.join(offered)}). Ask for less, or add a bigger node."
         )
+
+
+def check_room_now(
+    name: str,
+    app: str,
+    shape: dict[str, float],
+    count: int,
+    label_selector: dict[str, str] | None = None,
+    max_per_node: int | None = None,
+) -> None:
+    """Refuse, before the cluster changes, ``count`` new replicas that cannot start now where nothing
+    will make room: a fixed cluster servelab started, or one whose autoscaler may launch no node that
+    holds one. On a cluster servelab attached to, its owner's autoscaler may still bring a node: they wait."""
+    session = context.current()
+    if count <= 0 or not session.owner:
+        return
+    snap = snapshot()
+    if any(r.state == "STOPPING" for r in snap.replicas):
+        return  # room is being made
+    missing = place_new(snap, shape, count, (app, name), label_selector, max_per_node)
+    if missing is None:
+        return
+    if session.autoscaling is None:
+        cause, bigger = "this fixed cluster gets no new nodes", "%servelab up --nodes N"
+    else:
+        alive = [n.type for n in snap.nodes if n.alive and not n.head]
+        launchable = [
+            kind
+            for kind, spec in session.node_types.items()
+            if alive.count(kind) < session.autoscaling[kind].max
+            and fits(spec.resources, shape)
+            and labels_match(spec.labels, label_selector or {})
+        ]
+        if launchable:
+            return  # the autoscaler launches a node for them
+        cause, bigger = "the autoscaler is at its maximum for every node type that holds one", "a higher max"
+    free = format_resources(missing.largest_free) if missing.largest_free else "nothing"
+    where = f" (node {short_id(missing.node_id)})" if missing.node_id else ""
+    raise DeploymentError(
+        f"{name!r}: {missing.unplaced} of {missing.asked} new replica(s) of {format_resources(shape)} cannot be placed now, "
+        f"and {cause}: the largest free room on a node is {free}{where}. Make room (scale another deployment down or "
+        f"delete one), ask for less, or start a bigger cluster ({bigger}). Nothing was changed."
+    )
 
 
 def _check_weights(name: str, uri: str, options: dict[str, Any]) -> None:

@@ -67,9 +67,14 @@ def leftover_key(free: dict[str, float], need: dict[str, float]) -> tuple[float,
     return tuple(free.get(name, 0.0) - need.get(name, 0.0) for name in names)
 
 
+def labels_match(labels: dict[str, str], selector: dict[str, str]) -> bool:
+    """Whether ``labels`` (a node's, or a node type's) hold every label of a replica's label selector."""
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
 def label_match(node: Node, selector: dict[str, str]) -> bool:
     """Whether ``node`` carries every label of a replica's label selector."""
-    return all(node.labels.get(key) == value for key, value in selector.items())
+    return labels_match(node.labels, selector)
 
 
 @dataclass
@@ -148,6 +153,48 @@ class Room:
         if limit is not None and sum(1 for r in self.hosting[node_id] if r.key == replica.key) >= limit:
             return f"it already runs max_replicas_per_node={limit} of the deployment"
         return ""
+
+
+@dataclass(frozen=True)
+class NoRoom:
+    """New replicas that no open node has room for now: how many of those asked, and the largest
+    free room any open node has (Serve's order: GPU, then CPU, then memory) with that node's id."""
+
+    unplaced: int
+    asked: int
+    largest_free: dict[str, float]
+    node_id: str | None
+
+
+def place_new(
+    snapshot: Snapshot,
+    shape: dict[str, float],
+    count: int,
+    key: tuple[str, str] = ("", ""),
+    label_selector: dict[str, str] | None = None,
+    max_replicas_per_node: int | None = None,
+) -> NoRoom | None:
+    """Start ``count`` new replicas of ``shape`` (deployment ``key``) one by one where Serve's pack
+    scheduler would, on the nodes open now; None when every one finds room, else what is missing.
+
+    >>> place_new(snap, {"GPU": 1.0}, 2)
+    NoRoom(unplaced=1, asked=2, largest_free={'GPU': 0.5, 'CPU': 1.0}, node_id='node-2')
+    """
+    room = Room.of(snapshot)
+    largest = max(room.nodes, key=lambda n: tuple(room.free[n].get(r, 0.0) for r in SERVE_ORDER), default=None)
+    largest_free = {k: v for k, v in room.free[largest].items() if k in SERVE_ORDER and v > EPSILON} if largest else {}
+    unplaced = 0
+    for i in range(count):
+        replica = Replica(
+            f"new-{i}", key[1], key[0], None, shape, state="STARTING",
+            label_selector=label_selector or {}, max_replicas_per_node=max_replicas_per_node,
+        )  # fmt: skip
+        options = [n for n in room.nodes if not room.why_not(replica, n)]
+        if not options:
+            unplaced += 1
+            continue
+        room.place(replica, min(options, key=lambda n: leftover_key(room.free[n], shape)))
+    return NoRoom(unplaced, count, largest_free, largest) if unplaced else None
 
 
 def stuck(snapshot: Snapshot, after_s: float) -> list[Replica]:

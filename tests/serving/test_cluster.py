@@ -15,6 +15,7 @@ from servelab.errors import MAGIC, SIDEBAR, ClusterError, CompactionError, Deplo
 from servelab.serving import Snapshot, ray_adapter
 from servelab.serving.cluster import GPU_MODE_LABEL, cost_from_labels, devices_from_labels
 from servelab.serving.gpus import LOGICAL, LOGICAL_NOTE
+from servelab.serving.placement import gpu_instances
 from servelab.serving.snapshot import short_id
 from servelab.testing import NginxServer
 from servelab.testing.apps import Echo, Pipeline, WeightsSummary
@@ -194,6 +195,26 @@ def test_bad_deployments_change_nothing(cluster: str, options: dict, message: st
     with pytest.raises(DeploymentError, match=message):
         serving.deploy("bad", WeightsSummary, **options)
     assert serving.deployments() == []
+
+
+def test_replicas_a_fixed_cluster_has_no_room_for_are_refused_at_once_and_change_nothing(fragmented: Snapshot) -> None:
+    before = serving.snapshot()
+    whole_free = sum(int(free + 1e-6) for n in before.workers for free in gpu_instances(n))
+    assert whole_free == 4  # a's and b's halves pack onto one GPU of their nodes: 1 + 1 + 2 whole GPUs left
+
+    with pytest.raises(DeploymentError) as refused:
+        serving.deploy("extra", Echo, replicas=whole_free + 1, gpus=1)
+    message = str(refused.value)
+    assert message.startswith(f"'extra': 1 of {whole_free + 1} new replica(s) of GPU 1 cannot be placed now, ")
+    assert "this fixed cluster gets no new nodes: the largest free room on a node is GPU 2" in message
+    assert "Make room (scale another deployment down or delete one)" in message and "Nothing was changed." in message
+
+    with pytest.raises(DeploymentError, match=r"^'a': 1 of 9 new replica\(s\) of GPU 0.5 cannot be placed now"):
+        serving.scale("a", 2 + 2 * whole_free + 1)  # 2 running, room for 8 more halves
+
+    after = serving.snapshot()
+    assert after.fingerprint() == before.fingerprint()  # the cluster as it was: no app, no replica, no target changed
+    assert {(d.name, d.target_replicas) for d in serving.deployments()} == {("a", 2), ("b", 2)}
 
 
 def test_weights_that_are_not_safetensors(cluster: str, served_dir: Path, nginx: NginxServer) -> None:

@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from servelab.serving.executor import _cannot_move
-from servelab.serving.placement import Room, gpu_instances, stuck, take_gpu
+from servelab.serving.placement import NoRoom, Room, gpu_instances, place_new, stuck, take_gpu
 from servelab.serving.planner import plan as make_plan
 from servelab.serving.snapshot import Node, Replica, Snapshot
 from servelab.testing.clusters import fragmented_cluster, wide_cluster
@@ -118,3 +118,24 @@ def test_every_move_the_planner_makes_is_one_the_placement_model_allows(seed: in
         room.place(replica, move.target)
     if plan.nodes_to_free:
         assert _cannot_move(list(plan.nodes_to_free), snap, plan.layout) == ""
+
+
+def test_new_replicas_are_placed_as_serves_pack_scheduler_would_or_the_missing_ones_counted() -> None:
+    snap = Snapshot((node("a", 0.5), node("b", 1.0), node("c", 0.0)), ())
+    assert place_new(snap, {"GPU": 0.5}, 3) is None  # a's half, then b's two halves
+    assert place_new(snap, {"GPU": 0.5}, 4) == NoRoom(1, 4, {"GPU": 1.0}, "b")
+    assert place_new(snap, {"GPU": 1.0}, 2) == NoRoom(1, 2, {"GPU": 1.0}, "b")  # a's half holds no whole GPU
+    full = Snapshot((node("a", 0.0), node("drained", 4.0, draining=True)), ())
+    assert place_new(full, {"GPU": 1.0}, 1) == NoRoom(1, 1, {}, "a")  # a draining node offers nothing
+
+
+def test_new_replicas_keep_to_split_gpus_labels_and_max_per_node() -> None:
+    split = Snapshot((Node("a", "gpu", {"GPU": 2.0}, {"GPU": 1.0}, gpu_free=(0.5, 0.5)),), ())
+    assert place_new(split, {"GPU": 1.0}, 1) == NoRoom(1, 1, {"GPU": 1.0}, "a")  # "1.0 GPU free", none whole
+    wide = Snapshot((node("a", 4.0, labels={"zone": "a"}),), ())
+    assert place_new(wide, {"GPU": 1.0}, 2, max_replicas_per_node=1) == NoRoom(1, 2, {"GPU": 4.0}, "a")
+    assert place_new(wide, {"GPU": 1.0}, 2, label_selector={"zone": "b"}) == NoRoom(2, 2, {"GPU": 4.0}, "a")
+    assert place_new(wide, {"GPU": 1.0}, 4, label_selector={"zone": "a"}) is None
+    # Replicas already there count toward the deployment's limit.
+    running = Snapshot((node("a", 3.0),), (Replica("r", "d", "app", "a", {"GPU": 1.0}, max_replicas_per_node=2),))
+    assert place_new(running, {"GPU": 1.0}, 2, key=("app", "d"), max_replicas_per_node=2) == NoRoom(1, 2, {"GPU": 3.0}, "a")
