@@ -200,6 +200,7 @@ def plan_model(plan: Plan, snapshot: Snapshot, address: str) -> schema.PlanModel
         "freed_resources": plan.freed_resources,
         "freed_cost_per_hour": plan.freed_cost_per_hour,
         "blocked": plan.blocked,
+        "kept_by": plan.kept_by,
         "nodes_before": plan.nodes_before,
         "nodes_after": plan.nodes_after,
         "lower_bound": plan.lower_bound,
@@ -234,6 +235,7 @@ def plan_of(model: schema.PlanModel) -> Plan:
         planning_s=model["planning_s"],
         memory_warnings=dict(model["memory_warnings"]),
         budget=Budget(**model["budget"]),
+        kept_by=dict(model["kept_by"]),
     )
 
 

@@ -239,6 +239,9 @@ class PlanModel(TypedDict):
     freed_resources: dict[str, float]
     freed_cost_per_hour: float
     blocked: Annotated[dict[str, str], "node id -> why it cannot be freed"]
+    kept_by: Annotated[
+        dict[str, str], "node id -> the rule that keeps it: unsettled, max-moves, room, labels, max-per-node, whole-gpus or layout"
+    ]
     nodes_before: int
     nodes_after: int
     lower_bound: int

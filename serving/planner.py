@@ -33,6 +33,11 @@ from servelab.serving.placement import EPSILON, gpu_instances, label_match
 from servelab.serving.snapshot import Node, Replica, Snapshot, format_resources, short_id
 
 Objective = Literal["nodes", "cost"]
+# Why a node that could be freed stays in use, one rule each (Plan.kept_by): a replica there is not
+# RUNNING; freeing it would pass max_moves; one of its replicas has no other node that stays with
+# room, labels matching, under the deployment's max replicas per node, or a whole free GPU; or the
+# best layout found keeps it.
+KEPT_BY = ("unsettled", "max-moves", "room", "labels", "max-per-node", "whole-gpus", "layout")
 RESOURCE_WEIGHTS = {"GPU": 100.0, "CPU": 10.0, "memory": 1.0}  # best-fit leftover: GPU first, as Ray
 
 
@@ -61,7 +66,7 @@ class Plan:
     idle_nodes: tuple[str, ...]
     freed_resources: dict[str, float]
     freed_cost_per_hour: float
-    blocked: dict[str, str]
+    blocked: dict[str, str]  # node id -> why it stays, in words
     nodes_before: int
     nodes_after: int
     lower_bound: int
@@ -73,6 +78,7 @@ class Plan:
     memory_warnings: dict[str, str] = field(default_factory=dict)
     # How it is to be run: compact(plan) drains within it, so a dry run's button runs what it showed.
     budget: Budget = field(default_factory=Budget)
+    kept_by: dict[str, str] = field(default_factory=dict)  # node id -> the rule in KEPT_BY that keeps it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,7 +156,7 @@ class _Model:
     need: np.ndarray  # demand per movable replica and resource
     eligible: np.ndarray  # replica x node: labels match
     fixed_counts: dict[tuple[str, str], np.ndarray]  # replicas per deployment per node that stay put
-    pinned: dict[int, str]  # candidate node -> why it cannot be freed at all
+    pinned: dict[int, str]  # candidate node -> why it cannot be freed at all (rule "unsettled")
     weights: np.ndarray  # objective weight per node
     gpus: _Gpus  # free GPU instances per node, its own replicas in place
     gpu: np.ndarray  # GPUs per movable replica
@@ -263,7 +269,7 @@ def _build(snapshot: Snapshot, keep: list[str], objective: Objective) -> _Model:
     )
 
 
-def _heuristic(model: _Model, max_moves: int | None) -> tuple[list[int], dict[int, str]]:
+def _heuristic(model: _Model, max_moves: int | None) -> tuple[list[int], dict[int, tuple[str, str]]]:
     """Free candidates least-loaded first, best-fitting their replicas onto nodes that stay in use."""
     layout = list(model.current)
     free = model.base.copy()
@@ -284,22 +290,22 @@ def _heuristic(model: _Model, max_moves: int | None) -> tuple[list[int], dict[in
     load = {i: float((model.need[on_node[i]] * weight).sum()) for i in model.candidates}
     # Dearest first (all weigh 1 for objective "nodes"), then least loaded: the easiest to empty.
     order = sorted((i for i in model.candidates if i not in model.pinned), key=lambda i: (-model.weights[i], load[i]))
-    blocked = dict(model.pinned)
+    blocked = {i: ("unsettled", why) for i, why in model.pinned.items()}
     moves = 0
     for victim in order:
         replicas = sorted(on_node[victim], key=lambda r: -(model.need[r] * weight).sum())
         if max_moves is not None and moves + len(replicas) > max_moves:
-            blocked[victim] = f"freeing it needs {len(replicas)} more moves, over max_moves={max_moves}"
+            blocked[victim] = ("max-moves", f"freeing it needs {len(replicas)} more moves, over max_moves={max_moves}")
             continue
         in_use[victim] = False
-        trial_free, placed, reason = free.copy(), [], ""
+        trial_free, placed, reason = free.copy(), [], None
         trial_counts = {k: v.copy() for k, v in counts.items()}
         trial_gpus = gpus.copy()
         for r in replicas:
             replica = model.movable[r]
             target = _best_fit(model, r, in_use, trial_free, trial_counts, trial_gpus, weight)
             if target is None:
-                reason = f"its replica {short_id(replica.id)} ({replica.app}/{replica.deployment}, needs {format_resources(replica.resources)}) fits on no other node that stays"
+                reason = _why_nowhere(model, r, in_use, trial_free, trial_counts, trial_gpus)
                 break
             trial_free[target] -= model.need[r]
             trial_free[victim] += model.need[r]
@@ -307,7 +313,7 @@ def _heuristic(model: _Model, max_moves: int | None) -> tuple[list[int], dict[in
             trial_counts[replica.key][target] += 1
             trial_counts[replica.key][victim] -= 1
             placed.append((r, target))
-        if reason:
+        if reason is not None:
             in_use[victim] = True
             blocked[victim] = reason
             continue
@@ -337,6 +343,32 @@ def _best_fit(
     if not ok.any():
         return None
     return int(np.argmin(np.where(ok, ((free - model.need[r]) * weight).sum(axis=1), np.inf)))
+
+
+def _why_nowhere(
+    model: _Model, r: int, allowed: np.ndarray, free: np.ndarray, counts: dict[tuple[str, str], np.ndarray], gpus: _Gpus
+) -> tuple[str, str]:
+    """Why replica ``r`` fits on no allowed node, as (rule, words): the rule that turns away the
+    nodes with room for it, or "room" where none has room. The checks are ``_best_fit``'s."""
+    replica = model.movable[r]
+    what = f"its replica {short_id(replica.id)} ({replica.app}/{replica.deployment}, needs {format_resources(replica.resources)})"
+    roomy = allowed & np.all(free + EPSILON >= model.need[r], axis=1)
+    if not roomy.any():
+        return "room", f"{what} fits on no other node that stays: none has that much free"
+    names = ", ".join(short_id(model.nodes[i].id) for i in np.flatnonzero(roomy)[:3])
+    if not (roomy & model.eligible[r]).any():
+        selector = ", ".join(f"{k}={v}" for k, v in sorted(replica.label_selector.items()))
+        return "labels", f"{what} needs nodes labelled {selector}; the nodes that stay with room for it ({names}) are not"
+    roomy &= model.eligible[r]
+    limit = replica.max_replicas_per_node
+    if limit is not None and not (roomy & (counts.setdefault(replica.key, np.zeros(len(model.nodes))) < limit)).any():
+        return "max-per-node", (
+            f"{what} may not go on the nodes that stay with room for it ({names}): "
+            f"each already runs max_replicas_per_node={limit} of {replica.app}/{replica.deployment}"
+        )
+    return "whole-gpus", (
+        f"{what} needs a whole free GPU; the nodes that stay with room for it ({names}) have theirs split across GPUs"
+    )
 
 
 def _keep_and_pack(model: _Model, priority: np.ndarray, start: int) -> list[int]:
@@ -578,7 +610,7 @@ def _result(
     snapshot: Snapshot,
     model: _Model,
     layout: list[int],
-    blocked: dict[int, str],
+    blocked: dict[int, tuple[str, str]],
     keep: list[str],
     objective: str,
     method: str,
@@ -599,11 +631,8 @@ def _result(
             freed_resources[name] += amount
     placement = {r.id: r.node_id for r in snapshot.replicas if r.node_id is not None}
     placement.update({r.id: model.nodes[layout[k]].id for k, r in enumerate(model.movable)})
-    reasons = {
-        model.nodes[i].id: blocked.get(i, "kept in the best layout found: its replicas do not fit elsewhere alongside the rest")
-        for i in model.candidates
-        if i in used_after
-    }
+    kept_in_layout = ("layout", "kept in the best layout found: its replicas do not fit elsewhere alongside the rest")
+    reasons = {model.nodes[i].id: blocked.get(i, kept_in_layout) for i in model.candidates if i in used_after}
     before = nodes_in_use(snapshot, keep)
     bound = min(lower_bound(snapshot, keep), before)
     after = len(used_after & model.workers)  # idle nodes that receive replicas count too
@@ -616,7 +645,8 @@ def _result(
         idle_nodes=tuple(model.nodes[i].id for i in idle),
         freed_resources=dict(freed_resources),
         freed_cost_per_hour=round(sum(model.nodes[i].cost for i in freed), 6),
-        blocked=reasons,
+        blocked={node: words for node, (_, words) in reasons.items()},
+        kept_by={node: rule for node, (rule, _) in reasons.items()},
         nodes_before=before,
         nodes_after=after,
         lower_bound=bound,

@@ -208,6 +208,7 @@ export interface PlanModel {
   freed_resources: Record<string, number>;
   freed_cost_per_hour: number;
   blocked: Record<string, string>; // node id -> why it cannot be freed
+  kept_by: Record<string, string>; // node id -> the rule that keeps it: unsettled, max-moves, room, labels, max-per-node, whole-gpus or layout
   nodes_before: number;
   nodes_after: number;
   lower_bound: number;

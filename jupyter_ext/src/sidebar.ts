@@ -538,7 +538,15 @@ function drawCache(entries: CacheEntryModel[]): HTMLElement {
 /** Why nodes stay: the first LISTED, then how many more. */
 function stays(plan: PlanModel, label: (id: string) => string): HTMLElement[] {
   const all = Object.entries(plan.blocked);
-  const shown = all.slice(0, LISTED).map(([id, why]) => h('div', { class: 'servelab-Why' }, `${label(id)} stays: ${why}`));
+  const shown = all.slice(0, LISTED).map(([id, why]) => {
+    const rule = plan.kept_by[id];
+    return h(
+      'div',
+      { class: 'servelab-Why', 'data-rule': rule },
+      rule && h('span', { class: 'servelab-Rule', title: 'the rule that keeps this node in use' }, rule),
+      `${label(id)} stays: ${why}`
+    );
+  });
   return all.length > LISTED ? [...shown, h('div', { class: 'servelab-Why servelab-More' }, `and ${all.length - LISTED} more node(s) that stay`)] : shown;
 }
 

@@ -162,7 +162,38 @@ def test_reports_why_a_node_stays() -> None:
     )
     result = plan(snapshot, exact_limit=0)
     assert result.nodes_to_free == ()
-    assert result.blocked["a"] == "its replica r1 (app/d, needs CPU 2, GPU 3) fits on no other node that stays"
+    assert result.blocked["a"] == "its replica r1 (app/d, needs CPU 2, GPU 3) fits on no other node that stays: none has that much free"
+    assert result.kept_by == {"a": "room", "b": "room"}
+
+
+def test_a_node_kept_by_max_replicas_per_node_names_the_limit_not_the_room() -> None:
+    # b has 3 GPUs free, so room is not what keeps a: b already runs the one replica of d it may hold.
+    limited = {"max_replicas_per_node": 1}
+    snapshot = cluster(
+        [node("head", 0, 4, head=True), node("a"), node("b")],
+        {"a": [replica("r1", **limited)], "b": [replica("r2", **limited)]},
+    )
+    result = plan(snapshot, exact_limit=0)
+    assert result.nodes_to_free == ()
+    assert result.kept_by == {"a": "max-per-node", "b": "max-per-node"}
+    assert result.blocked["a"] == (
+        "its replica r1 (app/d, needs CPU 2, GPU 1) may not go on the nodes that stay with room for it (b): "
+        "each already runs max_replicas_per_node=1 of app/d"
+    )
+
+
+def test_a_node_kept_by_labels_names_the_selector() -> None:
+    snapshot = cluster(
+        [node("head", 0, 4, head=True), node("a", labels={"zone": "x"}), node("b", labels={"zone": "y"})],
+        {"a": [replica("r1", label_selector={"zone": "x"})], "b": [replica("r2", deployment="e")]},
+    )
+    result = plan(snapshot, exact_limit=0)
+    assert result.nodes_to_free == ("b",)  # r2 has no selector: it may join a
+    assert result.kept_by == {"a": "labels"}
+    assert result.blocked["a"] == (
+        "its replica r1 (app/d, needs CPU 2, GPU 1) needs nodes labelled zone=x; "
+        "the nodes that stay with room for it (b) are not"
+    )
 
 
 def test_unsettled_replicas_pin_their_node() -> None:
@@ -172,7 +203,7 @@ def test_unsettled_replicas_pin_their_node() -> None:
     )
     result = plan(snapshot)
     assert "b" not in result.nodes_to_free
-    assert "r3 is STARTING" in result.blocked["b"]
+    assert "r3 is STARTING" in result.blocked["b"] and result.kept_by["b"] == "unsettled"
     assert_valid(snapshot, result)
 
 
@@ -322,7 +353,9 @@ def test_where_no_gpu_is_entirely_free_a_whole_gpu_replica_blocks_its_node() -> 
     )
     result = plan(crowded)
     assert result.nodes_to_free == ()
-    assert "fits on no other node" in result.blocked["b"] or "kept" in result.blocked["b"]
+    # b's whole-GPU replica: a has 1.0 GPU free to Ray's scalar count, but as two halves.
+    assert result.kept_by["b"] == "whole-gpus"
+    assert result.blocked["b"].endswith("the nodes that stay with room for it (a) have theirs split across GPUs")
 
 
 def test_fractions_fill_partly_free_gpus_before_they_open_a_free_one() -> None:
