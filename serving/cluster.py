@@ -99,8 +99,11 @@ def up(
                 cluster = ray_adapter.start_embedded(ray_compaction_delay_s)
             else:
                 cluster = _start_autoscaling(types, limits, idle_timeout_s, gpu_plan, ray_compaction_delay_s)
-        except BaseException:
+        except BaseException as exc:
             ray_adapter.restore_auth(auth_env)
+            if ray_adapter.STARTUP_TIMED_OUT in str(exc):
+                said = _busy_machine()
+                raise ClusterError(said + " run up() again.", said_in={MAGIC: said + " run %servelab up again."}) from None
             raise
         session = Session(
             cluster.address,
@@ -112,21 +115,34 @@ def up(
             autoscaling=limits,
         )
         try:
-            started = [_add_worker(session, name, gpu_plan.devices[i]) for i, name in enumerate(order)]
-            _wait_for_workers(session, started)
-            ray_adapter.init(cluster.address)
-            if limits is not None:
-                _wait_for_minimum(limits)
-            ray_adapter.start_serve(http_port)
+            with ray_adapter.stopping_strays():  # what stop_embedded() cannot reach, such as a half-started raylet
+                try:
+                    started = [_add_worker(session, name, gpu_plan.devices[i]) for i, name in enumerate(order)]
+                    _wait_for_workers(session, started)
+                    ray_adapter.init(cluster.address)
+                    if limits is not None:
+                        _wait_for_minimum(limits)
+                    ray_adapter.start_serve(http_port)
+                except BaseException:
+                    ray_adapter.shutdown()
+                    ray_adapter.stop_embedded(cluster)
+                    raise
         except BaseException:
-            ray_adapter.shutdown()
-            ray_adapter.stop_embedded(cluster)
             ray_adapter.restore_auth(auth_env)
             raise
         session.record = discovery.write_record(cluster.address, http_port, None, embedded=True, token=token)
         context.set_session(session)
         log.info("embedded cluster up at %s", cluster.address)
         return str(cluster.address)
+
+
+def _busy_machine() -> str:
+    load, tries = os.getloadavg()[0], ray_adapter.HEAD_ATTEMPTS
+    return (
+        f"the embedded cluster did not start: Ray's head did not register within Ray's fixed 30 s in {tries} "
+        f"{'try' if tries == 1 else 'tries'} (load average {load:.1f} on {os.cpu_count()} cores), and everything it started "
+        "was stopped. Stop other work on this machine (another cluster, a model loading), then"
+    )
 
 
 AUTOSCALED_GPUS = "Ray's local node provider starts every raylet it launches alike, so none can have GPUs of its own"

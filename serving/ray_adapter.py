@@ -23,6 +23,8 @@ from typing import Any
 from servelab.serving import autoscaler
 from servelab.serving.snapshot import DeploymentInfo, Replica
 
+log = logging.getLogger("servelab.serving")
+
 HEAD_MARKER = "node:__internal_head__"
 KEPT_RESOURCES = ("CPU", "GPU", "memory")
 LLM_SERVER = "LLMServer:"  # Ray Serve LLM names a model's server deployment "LLMServer:<model id>"
@@ -179,11 +181,9 @@ def start_embedded(
     # ~28:1 for CPU (p99 during compaction 6-9x the p99 before; 1.6-2x with every worker at 0).
     os.environ.setdefault(WORKER_NICENESS, "0")
     dial_loopback()
-    from ray.cluster_utils import Cluster
-
     head: dict[str, Any] = {"num_cpus": 1, "num_gpus": 0, "include_dashboard": False, "node_ip_address": LOOPBACK}
     if autoscaling is None:
-        return Cluster(initialize_head=True, head_node_args=head)
+        return _start_head(head)
     folder = Path(tempfile.mkdtemp(prefix="servelab-autoscaler-"))
     (folder / "autoscaling.json").write_text(json.dumps(autoscaling))
     head.update(
@@ -195,9 +195,64 @@ def start_embedded(
     saved = {name: os.environ.get(name) for name in monitor_environment or {}}
     os.environ.update(monitor_environment or {})
     try:
-        return Cluster(initialize_head=True, head_node_args=head)
+        return _start_head(head)
     finally:
         _restore_environment(saved)
+
+
+HEAD_ATTEMPTS = 3
+STARTUP_TIMED_OUT = "timed out during startup"  # Ray's words when a raylet did not register in its fixed 30 s
+
+
+def _start_head(head: dict[str, Any]) -> Any:
+    """``Cluster(initialize_head=True)``, tried again where Ray's head timed out during startup: Ray
+    waits a fixed 30 s for the raylet to register (``node.py``), which a loaded machine can miss (the
+    raylet waited on its metrics agent), and a later try starts. A failed try's processes are stopped."""
+    from ray.cluster_utils import Cluster
+
+    for attempt in range(1, HEAD_ATTEMPTS + 1):
+        try:
+            with stopping_strays():
+                return Cluster(initialize_head=True, head_node_args=head)
+        except Exception as exc:
+            if STARTUP_TIMED_OUT not in str(exc) or attempt == HEAD_ATTEMPTS:
+                raise
+            log.info("Ray's head timed out during startup (try %d of %d): trying again", attempt, HEAD_ATTEMPTS)
+    raise AssertionError("unreachable")
+
+
+@contextmanager
+def stopping_strays() -> Iterator[None]:
+    """Stop, by pid, the processes this process started within the block, where the block fails.
+
+    A raylet that times out inside Ray's ``Node()`` is never handed to its ``Cluster``, so
+    ``shutdown()`` cannot stop it: a half-started head (GCS, monitor, dashboard, log monitor) ran
+    on until the kernel restarted. Processes that were running before the block are left alone.
+    """
+    import psutil
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    try:
+        yield
+    except BaseException:
+        _stop([p for p in me.children(recursive=True) if p.pid not in before])
+        raise
+
+
+def _stop(processes: list[Any], grace_s: float = 10.0) -> None:
+    """SIGTERM ``processes``, then SIGKILL those still alive after ``grace_s``; waiting on each
+    reaps this process's own children (one killed and not waited on stays a zombie)."""
+    import psutil
+
+    for process in processes:
+        with suppress(psutil.NoSuchProcess):
+            process.terminate()
+    _, alive = psutil.wait_procs(processes, timeout=grace_s)
+    for process in alive:
+        with suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(alive, timeout=grace_s)
 
 
 def add_worker(
@@ -258,13 +313,7 @@ def stop_embedded(cluster: Any) -> None:
             monitor.kill()  # so that it launches nothing more
         except psutil.NoSuchProcess:
             continue
-        for process in launched:
-            with suppress(psutil.NoSuchProcess):
-                process.terminate()
-        _, alive = psutil.wait_procs(launched, timeout=10)
-        for process in alive:
-            with suppress(psutil.NoSuchProcess):
-                process.kill()
+        _stop(launched)
     cluster.shutdown()
 
 
