@@ -122,6 +122,7 @@ def parse_status(status: Any) -> AutoscalerState:
     return AutoscalerState(tuple(nodes), tuple(launching.items()), tuple(demand), dead)
 
 
-def termination_line(node_id: str, after_s: float) -> str:
-    """What a view says of a node compaction freed once the autoscaler terminated it."""
-    return f"{short_id(node_id)} terminated by the autoscaler, {after_s:.1f} s after it was drained"
+def termination_line(node_id: str, after_s: float, drained_s: float) -> str:
+    """What a view says of a node compaction freed once the autoscaler terminated it: ``after_s``
+    after its drain, which came ``drained_s`` into the compaction (the events' clock)."""
+    return f"{short_id(node_id)} terminated by the autoscaler {after_s:.1f} s after its drain at {drained_s:.1f} s"

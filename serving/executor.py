@@ -105,7 +105,6 @@ def compact(
     """
     started = time.monotonic()
     snap = snapshot()
-    removes_nodes = _removes_nodes(context.get())
     if plan is None:
         plan = make_plan(snap, budget=budget, **plan_options)
     elif plan_options:
@@ -124,7 +123,7 @@ def compact(
     if busy:
         raise CompactionError(busy)
     plan = as_serve_places(snap, plan, budget.max_draining)  # the order and targets Serve will keep to
-    run = _Run(plan, budget, started, on_event, removes_nodes, node_timeout_s)
+    run = _Run(plan, budget, started, on_event, who_frees(context.get(), snap.autoscaler is not None), node_timeout_s)
     run.emit("planned", None, f"{run.total} node(s) to free, {len(plan.moves)} replica move(s)")
     skip = not_worth_it(plan, budget)
     if dry_run or run.total == 0 or skip:
@@ -138,7 +137,7 @@ def compact(
         reason = run.in_waves(snap)
     finally:
         stats = probe.stop() if probe is not None else {}
-    if run.freed and not removes_nodes and snap.autoscaler is not None:
+    if run.freed and run.frees == AUTOSCALER:
         run.follow_terminations()
     if reason:
         run.emit("stopped", None, reason)
@@ -156,7 +155,7 @@ class _Run:
     budget: Budget
     started: float
     on_event: Callable[[CompactionEvent], None] | None
-    removes_nodes: bool
+    frees: str  # who takes a freed node away (who_frees)
     node_timeout_s: float
     first_plan: Plan = field(init=False)  # what the report says was planned
     total: int = field(init=False)  # nodes to free: the plan's, then what replanning leaves
@@ -164,7 +163,7 @@ class _Run:
     freed: list[str] = field(default_factory=list)
     draining: list[str] = field(default_factory=list)  # drained, not yet released
     stopping: list[str] = field(default_factory=list)  # of those, the ones whose replicas run elsewhere now
-    drained_at: dict[str, float] = field(default_factory=dict)
+    drained_at: dict[str, float] = field(default_factory=dict)  # seconds into the run, as its events count
     handovers: dict[str, Any] = field(default_factory=dict)  # migrated node: its cached weights moving to a node that stays
     terminated: list[tuple[str, float]] = field(default_factory=list)
     moved: int = 0
@@ -174,11 +173,18 @@ class _Run:
         self.total = len(self.plan.nodes_to_free)
         self.first_plan = self.plan
 
-    def emit(self, kind: str, node: str | None, message: str) -> None:
-        event = CompactionEvent(kind, node, message, time.monotonic() - self.started, len(self.freed), self.total)
+    def emit(self, kind: str, node: str | None, message: str, at_s: float | None = None) -> CompactionEvent:
+        """Send an event, at ``at_s`` seconds into the run (default: now)."""
+        elapsed = self.elapsed() if at_s is None else at_s
+        event = CompactionEvent(kind, node, message, elapsed, len(self.freed), self.total)
         self.events.append(event)
         if self.on_event is not None:
             self.on_event(event)
+        return event
+
+    def elapsed(self) -> float:
+        """Seconds since the run started: the one clock of its events, drains and terminations."""
+        return time.monotonic() - self.started
 
     def in_waves(self, snap: Snapshot) -> str:
         """Drain the plan's nodes wave by wave until each is released; why it stopped, or ''."""
@@ -216,11 +222,11 @@ class _Run:
     def drain(self, wave: list[str], snap: Snapshot) -> None:
         for node_id in wave:
             _drain(node_id)
-            self.drained_at[node_id] = time.monotonic()
             self.draining.append(node_id)
-            self.emit(
+            event = self.emit(
                 "draining", node_id, f"draining {short_id(node_id)}: {len(snap.replicas_on(node_id))} replica(s) to migrate"
             )
+            self.drained_at[node_id] = event.elapsed_s
 
     def migrated(self, wave: list[str], before: tuple[Replica, ...], snap: Snapshot) -> None:
         """The wave's replicas run elsewhere: count them, and move the nodes' cached weights to nodes that stay."""
@@ -258,22 +264,20 @@ class _Run:
         would keep it busy), then the node itself where this process removes nodes."""
         for node_id in nodes:
             release_cached_weights(node_id, self.handovers.pop(node_id, None))
-            if self.removes_nodes:
+            if self.frees == SERVELAB:
                 remove_node(node_id)
                 ray_adapter.forget(DRAIN_RECORD, node_id)
-                message = f"{short_id(node_id)} released"
-            else:
-                message = f"{short_id(node_id)} is idle and drained; Ray ends its raylet, the autoscaler terminates the node"
             self.draining.remove(node_id)
             self.stopping.remove(node_id)
             self.freed.append(node_id)
-            self.emit("released", node_id, message)
+            self.emit("released", node_id, released_line(node_id, self.frees))
 
     def follow_terminations(self) -> None:
         """Wait until the autoscaler has terminated each freed node, and say when."""
-        for node_id, after_s in _await_terminations(self.freed, self.drained_at, self.node_timeout_s):
-            self.terminated.append((node_id, after_s))
-            self.emit("terminated", node_id, termination_line(node_id, after_s))
+        for node_id, at_s in _await_terminations(self.freed, self.elapsed, self.node_timeout_s):
+            drained_s = self.drained_at[node_id]
+            self.terminated.append((node_id, at_s - drained_s))
+            self.emit("terminated", node_id, termination_line(node_id, at_s - drained_s, drained_s), at_s=at_s)
 
     def report(
         self, reason: str, stats: dict[str, LatencyStats], *, dry_run: bool = False, stopped: bool = False
@@ -295,11 +299,30 @@ class _Run:
         )
 
 
-def _removes_nodes(session: Session | None) -> bool:
-    """Whether the compacting process removes each freed node itself: it started the fixed embedded
-    cluster, standing in for an autoscaler. Elsewhere (a process that attached, the automatic
-    compactor on the head) Ray ends a drained, idle raylet and the autoscaler terminates its node."""
-    return session is not None and session.removes_nodes
+SERVELAB, AUTOSCALER, NOBODY = "servelab", "autoscaler", "nobody"
+
+
+def who_frees(session: Session | None, autoscaled: bool) -> str:
+    """Who takes a freed node away: ``"servelab"`` where this process started the fixed embedded
+    cluster (it removes the raylet, standing in for an autoscaler), ``"autoscaler"`` where Ray's
+    autoscaler reports state, else ``"nobody"``: Ray ends the drained, idle raylet and the machine
+    keeps running (a process that attached to a cluster no autoscaler serves)."""
+    if session is not None and session.removes_nodes:
+        return SERVELAB
+    return AUTOSCALER if autoscaled else NOBODY
+
+
+def released_line(node_id: str, frees: str) -> str:
+    """What the views say of a node once its replicas left, in the words of who takes it away."""
+    node = short_id(node_id)
+    return {
+        SERVELAB: f"{node} released: servelab removed its raylet (this fixed cluster has no autoscaler; "
+        "on a real cluster the node's machine would be given back)",
+        AUTOSCALER: f"{node} is idle and drained: Ray ends its raylet, and the autoscaler terminates the node "
+        "once its idle timeout passes",
+        NOBODY: f"{node} is idle and drained: Ray ends its raylet; no autoscaler serves this cluster, so its "
+        "machine keeps running until its owner stops or reuses it",
+    }[frees]
 
 
 def _drain(node_id: str) -> None:
@@ -355,9 +378,9 @@ def _autoscaler_busy(snap: Snapshot, plan: Plan) -> str:
     return ""
 
 
-def _await_terminations(freed: list[str], drained_at: dict[str, float], timeout_s: float) -> list[tuple[str, float]]:
+def _await_terminations(freed: list[str], clock: Callable[[], float], timeout_s: float) -> list[tuple[str, float]]:
     """Wait (at most ``timeout_s``) until the autoscaler has terminated each freed node; each node
-    with the seconds from its drain until it was seen terminated."""
+    with the time on ``clock`` it was seen terminated."""
     deadline = time.monotonic() + timeout_s
     waiting = list(freed)
     done: list[tuple[str, float]] = []
@@ -367,7 +390,7 @@ def _await_terminations(freed: list[str], drained_at: dict[str, float], timeout_
             break
         for node_id in [n for n in waiting if state.terminated(n)]:
             waiting.remove(node_id)
-            done.append((node_id, time.monotonic() - drained_at[node_id]))
+            done.append((node_id, clock()))
         time.sleep(POLL_S * 5)
     return done
 

@@ -127,6 +127,10 @@ def test_compaction_frees_nodes_and_the_autoscaler_terminates_them_with_no_faile
     assert all(0 < after_s < 180 for _, after_s in report.terminated)
     assert [e.kind for e in events] == ["planned", "draining", "migrated", "released", "terminated", "done"]
     assert "terminated by the autoscaler" in events[4].message
+    (_, after_s), drained, terminated = report.terminated[0], events[1], events[4]
+    assert terminated.elapsed_s == pytest.approx(drained.elapsed_s + after_s)  # one clock: the times add up
+    assert f"{after_s:.1f} s after its drain at {drained.elapsed_s:.1f} s" in terminated.message
+    assert "the autoscaler terminates the node" in events[3].message  # the words of an autoscaling cluster
     assert not set(plan.nodes_to_free) & alive_workers()  # gone from Ray's own node list
     assert len(alive_workers()) == 1
     assert {(d.name, d.status, d.running_replicas) for d in serving.deployments()} == {("a", "HEALTHY", 2), ("b", "HEALTHY", 2)}

@@ -76,6 +76,7 @@ def test_compaction_under_load_frees_the_planned_node_with_zero_failures(fragmen
     assert report.failed_requests == 0
     assert report.before is not None and report.before.p50_ms is not None and report.during.p99_ms is not None
     assert [e.kind for e in events] == ["planned", "draining", "migrated", "released", "done"]
+    assert "servelab removed its raylet (this fixed cluster has no autoscaler" in events[3].message
 
 
 @pytest.mark.parametrize("max_draining", [1, 2])
