@@ -162,7 +162,10 @@ def test_reports_why_a_node_stays() -> None:
     )
     result = plan(snapshot, exact_limit=0)
     assert result.nodes_to_free == ()
-    assert result.blocked["a"] == "its replica r1 (app/d, needs CPU 2, GPU 3) fits on no other node that stays: none has that much free"
+    assert (
+        result.blocked["a"]
+        == "its replica r1 (app/d, needs CPU 2, GPU 3) fits on no other node that stays: none has that much free"
+    )
     assert result.kept_by == {"a": "room", "b": "room"}
 
 
@@ -191,8 +194,7 @@ def test_a_node_kept_by_labels_names_the_selector() -> None:
     assert result.nodes_to_free == ("b",)  # r2 has no selector: it may join a
     assert result.kept_by == {"a": "labels"}
     assert result.blocked["a"] == (
-        "its replica r1 (app/d, needs CPU 2, GPU 1) needs nodes labelled zone=x; "
-        "the nodes that stay with room for it (b) are not"
+        "its replica r1 (app/d, needs CPU 2, GPU 1) needs nodes labelled zone=x; the nodes that stay with room for it (b) are not"
     )
 
 
