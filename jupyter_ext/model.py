@@ -61,6 +61,7 @@ def cluster_model(
             "gpus": header.gpus,
             "pricing": header.pricing,
             "autoscaler": header.autoscaler,
+            "stranded_note": header.stranded_note,
         },
         "fragmentation": {
             "nodes_in_use": frag.nodes_in_use,

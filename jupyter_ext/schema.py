@@ -125,6 +125,7 @@ class HeaderModel(TypedDict):
     gpus: Annotated[str, "the logical-GPU note, or NVML's physical figures; empty where neither applies"]
     pricing: Annotated[str, "where the $/h figures come from"]
     autoscaler: Annotated[str, "what Ray's autoscaler is doing; empty where it reports nothing"]
+    stranded_note: Annotated[str, "what the stranded GPU figure counts, in words"]
 
 
 class FragmentationModel(TypedDict):
@@ -240,7 +241,8 @@ class PlanModel(TypedDict):
     freed_cost_per_hour: float
     blocked: Annotated[dict[str, str], "node id -> why it cannot be freed"]
     kept_by: Annotated[
-        dict[str, str], "node id -> the rule that keeps it: unsettled, max-moves, room, labels, max-per-node, whole-gpus or layout"
+        dict[str, str],
+        "node id -> the rule that keeps it: unsettled, max-moves, room, labels, max-per-node, whole-gpus or layout",
     ]
     nodes_before: int
     nodes_after: int

@@ -105,6 +105,34 @@ def stranded(snapshot: Snapshot) -> dict[str, float]:
     return result
 
 
+def stranded_note(snapshot: Snapshot, resource: str = "GPU") -> str:
+    """The stranded figure in words, for a hover beside it: how much is free on workers, and the
+    running shapes that cannot use it, with their share of the replicas (the figure's weights).
+
+    >>> stranded_note(snap)
+    'GPU 0.5 is free on worker nodes; 0.25 of it counts as stranded: each node's free GPU is weighted by the share of running replicas whose shape does not fit there (GPU 1: 1 of 2 replicas)'
+    """
+    workers = [n for n in snapshot.nodes if n.alive and not n.draining and not n.head]
+    free = sum(n.available.get(resource, 0.0) for n in workers)
+    if free <= EPSILON:
+        return f"no {resource} is free on worker nodes: none is stranded"
+    shapes = Counter(_shape(r) for r in snapshot.replicas)
+    total = sum(shapes.values())
+    holding = [n for n in workers if n.available.get(resource, 0.0) > EPSILON]
+    misfits = [(shape, count) for shape, count in shapes.items() if any(not fits(n.available, dict(shape)) for n in holding)]
+    amount = stranded(snapshot).get(resource, 0.0)
+    if not misfits or amount <= EPSILON:
+        return f"{resource} {free:g} is free on worker nodes, and every running replica shape fits where it is: none is stranded"
+    listed = "; ".join(
+        f"{', '.join(f'{k} {v:g}' for k, v in shape) or 'no resources'}: {count} of {total} replicas"
+        for shape, count in sorted(misfits, key=lambda item: -item[1])
+    )
+    return (
+        f"{resource} {free:g} is free on worker nodes; {amount:.3g} of it counts as stranded: each node's free "
+        f"{resource} is weighted by the share of running replicas whose shape does not fit there ({listed})"
+    )
+
+
 def fragmentation(snapshot: Snapshot, keep: Iterable[str] = ()) -> Fragmentation:
     """All fragmentation measures of ``snapshot``.
 

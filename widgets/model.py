@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from servelab.loader.progress import format_bytes
-from servelab.serving.fragmentation import Fragmentation, fragmentation, stranded_by_node
+from servelab.serving.fragmentation import Fragmentation, fragmentation, stranded_by_node, stranded_note
 from servelab.serving.gpus import LOGICAL, LOGICAL_NOTE
 from servelab.serving.replica_weights import ReplicaTimeline
 from servelab.serving.snapshot import DEFAULT_PRICES, ModelCount, Node, Snapshot, short_id
@@ -66,6 +66,7 @@ class Header:
     gpus: str = ""  # what the GPUs really are: the logical note, or NVML's physical figures
     pricing: str = ""  # where the $/h figures come from (a tooltip beside them)
     autoscaler: str = ""  # what Ray's autoscaler is doing, where it reports: idle nodes, launches, unmet demand
+    stranded_note: str = ""  # what the stranded GPU figure counts, in words (a tooltip beside it)
 
     @classmethod
     def of(cls, snapshot: Snapshot, gone: int = 0) -> Header:
@@ -82,6 +83,7 @@ class Header:
             gpus=gpu_line(snapshot),
             pricing=pricing_note(snapshot),
             autoscaler=autoscaler_line(snapshot),
+            stranded_note=stranded_note(snapshot),
         )
 
 

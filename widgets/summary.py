@@ -49,7 +49,7 @@ def header_html(header: Header) -> str:
         f"<b>{header.nodes_in_use}</b> node(s) in use (lower bound <b>{header.lower_bound}</b>)",
         f"fragmentation <b>{header.score:.2f}</b>",
         f'<span title="{escape(header.pricing)}" style="cursor:help"><b>${header.cost_per_hour:.2f}</b>/h</span>',
-        f"stranded GPU <b>{header.stranded_gpus:g}</b>",
+        f'<span title="{escape(header.stranded_note)}" style="cursor:help">stranded GPU <b>{header.stranded_gpus:g}</b></span>',
     ]
     if header.draining:
         parts.append(f"{header.draining} draining")

@@ -95,6 +95,7 @@ export interface HeaderModel {
   gpus: string; // the logical-GPU note, or NVML's physical figures; empty where neither applies
   pricing: string; // where the $/h figures come from
   autoscaler: string; // what Ray's autoscaler is doing; empty where it reports nothing
+  stranded_note: string; // what the stranded GPU figure counts, in words
 }
 
 /** servelab.serving.fragmentation.Fragmentation. */

@@ -255,7 +255,7 @@ export class ServelabSidebar extends Widget {
     return [
       h('h3', {}, `Nodes: ${model.header.nodes} in ${view.groups.length} type(s)`),
       legend(model.holders, palette),
-      h('div', { class: 'servelab-Note' }, 'A cell per node, darker for fuller; a red dot: capacity stranded.'),
+      h('div', { class: 'servelab-Note', title: model.header.stranded_note }, 'A cell per node, darker for fuller; a red dot: capacity stranded.'),
       h('div', { class: 'servelab-Groups' }, ...groups),
       view.group && model.nodes.length ? h('h3', {}, `The ${model.nodes.length} most stranded ${view.group} nodes`) : null,
       view.group ? h('div', { class: 'servelab-Nodes' }, ...model.nodes.map(node => drawNode(node, model.resources, palette))) : null

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from servelab.serving.fragmentation import fragmentation, lower_bound, stranded
+from servelab.serving.fragmentation import fragmentation, lower_bound, stranded, stranded_note
 
 from .test_planner import cluster, node, replica
 
@@ -50,3 +50,27 @@ def test_stranded_counts_free_capacity_no_running_shape_can_use() -> None:
 def test_empty_cluster() -> None:
     snapshot = cluster([node("head", 0, 4, head=True), node("a")], {})
     assert fragmentation(snapshot).score == 0.0 and fragmentation(snapshot).nodes_in_use == 0
+
+
+def test_the_stranded_figure_is_explained_with_the_shapes_it_weighs() -> None:
+    # 0.5 GPU free on a: it fits the half-GPU replica, not the whole-GPU one (1 of 2 replicas): 0.25 stranded.
+    half, whole = {"GPU": 0.5, "CPU": 1.0}, {"GPU": 1.0, "CPU": 1.0}
+    snap = cluster(
+        [node("head", 0, 4, head=True), node("a", 2, 4), node("b", 1, 1)],
+        {"a": [replica("h", half, "halves"), replica("w", whole, "wholes")], "b": [replica("w2", whole, "wholes")]},
+    )
+    assert stranded(snap)["GPU"] == pytest.approx(0.5 * 2 / 3)
+    assert stranded_note(snap) == (
+        "GPU 0.5 is free on worker nodes; 0.333 of it counts as stranded: each node's free GPU is weighted by the "
+        "share of running replicas whose shape does not fit there (CPU 1, GPU 1: 2 of 3 replicas)"
+    )
+
+
+def test_the_stranded_note_says_plainly_when_nothing_is_stranded() -> None:
+    half = {"GPU": 0.5, "CPU": 1.0}
+    fitting = cluster([node("a", 1, 2)], {"a": [replica("h", half)]})
+    assert stranded_note(fitting) == (
+        "GPU 0.5 is free on worker nodes, and every running replica shape fits where it is: none is stranded"
+    )
+    full = cluster([node("a", 1, 2)], {"a": [replica("h", half), replica("i", half)]})
+    assert stranded_note(full) == "no GPU is free on worker nodes: none is stranded"
