@@ -295,6 +295,8 @@ class ServelabMagics(Magics):
                 progress.show(f"{args.name}: {info.running_replicas}/{info.target_replicas} running, {info.replicas} in all ...")
                 time.sleep(0.5)
                 info = serving.find(args.name, args.app)
+            # The last line says how it ended, not the count of the poll before (a stale "3/4 running").
+            progress.show(f"{args.name}: {info.running_replicas}/{info.target_replicas} running, {info.replicas} in all")
         return _deployed(args.name, info.app)
 
     @line_magic
@@ -431,7 +433,10 @@ def _deployed(name: str, app: str | None) -> Deployed:
 
     info = serving.find(name, app)
     url = serving.url(name, info.app) if info.route_prefix else None
-    return Deployed(info, url, serving.handle(name, info.app), serving.weight_loads(name, info.app))
+    # The loads of the replicas it has now: those of replicas since stopped would count 5 for 4.
+    live = {r.id for r in serving.snapshot().replicas if r.key == (info.app, info.name)}
+    loads = [w for w in serving.weight_loads(name, info.app) if w.replica in live]
+    return Deployed(info, url, serving.handle(name, info.app), loads)
 
 
 def deployment_urls() -> list[str]:
