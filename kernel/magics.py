@@ -386,7 +386,9 @@ class ServelabMagics(Magics):
         display(view)
         started = time.perf_counter()
         state = load(args.uri, storage_options=options, include=include, progress=view)
-        result = Streamed(args.uri, state, sum(t.nbytes for t in state.values()), time.perf_counter() - started, args.into)
+        # One rate for one load: the view's own clock, which the line above the result shows.
+        seconds = view.last.elapsed_s if view.last is not None else time.perf_counter() - started
+        result = Streamed(args.uri, state, sum(t.nbytes for t in state.values()), seconds, args.into)
         if args.into:
             self.shell.user_ns[args.into] = state
         return result

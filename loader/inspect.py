@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from servelab.loader.checkpoint import Include, open_checkpoint
+from servelab.loader.progress import format_bytes
 from servelab.loader.retry import RetryPolicy
 
 
@@ -54,12 +55,12 @@ class CheckpointInfo:
         return asdict(self)
 
     def __repr__(self) -> str:
-        return f"CheckpointInfo({self.uri!r}: {len(self.tensors)} tensors, {self.nbytes / 1e9:.3f} GB in {self.shards} file(s))"
+        return f"CheckpointInfo({self.uri!r}: {len(self.tensors)} tensors, {format_bytes(self.nbytes)} in {self.shards} file(s))"
 
     def _repr_html_(self) -> str:
-        dtypes = ", ".join(f"{name} {size / 1e9:.3f} GB" for name, size in sorted(self.dtypes.items()))
+        dtypes = ", ".join(f"{name} {format_bytes(size)}" for name, size in sorted(self.dtypes.items()))
         return (
-            f"<b>{html.escape(self.uri)}</b>: {len(self.tensors)} tensors, {self.nbytes / 1e9:.3f} GB "
+            f"<b>{html.escape(self.uri)}</b>: {len(self.tensors)} tensors, {format_bytes(self.nbytes)} "
             f"in {self.shards} file(s) ({html.escape(dtypes)})"
         )
 

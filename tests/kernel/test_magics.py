@@ -256,11 +256,24 @@ def test_automatic_compaction_turns_on_reports_and_turns_off(shell: InteractiveS
     assert serving.autocompact_status() is None
 
 
-def test_stream_into_a_variable_and_dry_run(shell: InteractiveShell, weights: Path) -> None:
+def test_stream_into_a_variable_and_dry_run(shell: InteractiveShell, weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import servelab.widgets
+
+    views: list[servelab.widgets.LoadProgressView] = []
+
+    class Kept(servelab.widgets.LoadProgressView):  # the view %stream shows, kept to read its line
+        def __init__(self) -> None:
+            super().__init__()
+            views.append(self)
+
+    monkeypatch.setattr(servelab.widgets, "LoadProgressView", Kept)
     info = line(shell, "stream", f"{weights} --dry-run")
     assert isinstance(info, CheckpointInfo) and info.names == ["b", "w"] and info.nbytes == 416
+    assert repr(info).endswith("416 B in 1 file(s))")
     result = line(shell, "stream", f"{weights} --into w --include w")
     assert isinstance(result, Streamed) and result.into == "w" and result.nbytes == 400
+    shown_rate = views[0].summary_text().rsplit(", ", 1)[-1]  # "... 0.01 s, 40 kB/s"
+    assert f"({shown_rate})" in repr(result)  # one load, one rate: the progress line's and the result's agree
     assert torch.equal(shell.user_ns["w"]["w"], torch.arange(100, dtype=torch.float32))
     assert list(shell.user_ns["w"]) == ["w"]
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from servelab.errors import CheckpointFormatError
+from servelab.loader import inspect
 from servelab.loader.format import DTYPES, MAX_HEADER_BYTES, TensorSpec, header_size, parse_header
 
 
@@ -84,3 +88,13 @@ def test_every_dtype_maps_to_a_torch_dtype() -> None:
     torch = pytest.importorskip("torch")
     for dtype in DTYPES.values():
         assert isinstance(getattr(torch, dtype.torch_name), torch.dtype)
+
+
+def test_a_small_checkpoints_size_is_shown_in_a_unit_that_suits_it(tmp_path: Path) -> None:
+    path = tmp_path / "mlp.safetensors"
+    save_file({"fc.weight": torch.zeros(34_000)}, str(path))  # 136 kB of float32: "0.000 GB" before
+
+    info = inspect(str(path))
+
+    assert repr(info) == f"CheckpointInfo({str(path)!r}: 1 tensors, 136 kB in 1 file(s))"
+    assert "136 kB in 1 file(s) (F32 136 kB)" in info._repr_html_()
