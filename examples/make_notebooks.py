@@ -270,7 +270,7 @@ COMPACTION = [
         "md",
         """# Compaction: plans under each objective, then a compaction under load
 
-Two node types with different prices: `big` (4 GPUs, $9.00/h) and `small` (2 GPUs, $3.50/h). Three
+Two node types with different prices: `big` (4 GPUs, \\$9.00/h) and `small` (2 GPUs, \\$3.50/h). Three
 deployments each fill a node of their own and are then scaled down, leaving three nodes partly empty.
 servelab plans where replicas should go to **free the most nodes** or to **save the most money**
 (the two disagree here), then migrates them with zero downtime: Ray drains each node, and Serve starts
@@ -336,9 +336,9 @@ for plan in (by_nodes, by_cost):
     ),
     (
         "md",
-        """**nodes** packs everything onto the big node and frees both small ones ($7.00/h); **cost** keeps the
+        """**nodes** packs everything onto the big node and frees both small ones (\\$7.00/h); **cost** keeps the
 two cheap nodes, moves the big node's one replica onto the whole GPU the ranker left free and frees the
-big node ($9.00/h, with a single move). A move budget bounds the disruption:""",
+big node (\\$9.00/h, with a single move). A move budget bounds the disruption:""",
     ),
     (
         "code",
