@@ -2,7 +2,7 @@
  * servelab's JupyterLab plugin: the sidebar, its status-bar item and palette commands.
  */
 import { ILabShell, ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { ICommandPalette } from '@jupyterlab/apputils';
+import { ICommandPalette, ISessionContext } from '@jupyterlab/apputils';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { LabIcon } from '@jupyterlab/ui-components';
 
@@ -30,6 +30,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
     sidebar.title.icon = icon;
     shell.add(sidebar, 'left', { rank: 600 });
     restorer?.add(sidebar, sidebar.id);
+
+    // The notebook or console in focus: the sidebar shows its kernel's cluster, where it has one.
+    const followFocus = (): void => {
+      const context = (shell.currentWidget as { sessionContext?: ISessionContext } | null)?.sessionContext;
+      sidebar.followKernel(context?.session?.kernel?.id ?? null);
+      context?.kernelChanged.connect(followFocus); // a restarted or changed kernel is another one
+    };
+    shell.currentChanged.connect(followFocus);
 
     const commands = {
       open: 'servelab:open',

@@ -9,6 +9,7 @@ import { Signal, ISignal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
 import { api, API_VERSION, ApiError, AutoModel, CacheEntryModel, ClusterEntry, ClusterModel, CompactionEvent, CompactionModel, DeploymentModel, follow, NodeModel, PlanModel, Segment } from './api';
+import { chooseCluster } from './choose';
 import { bytes, fill, h, money, num } from './dom';
 
 const UNITS: Record<string, string> = { GPU: 'GPU', CPU: 'CPU', memory: 'GiB' };
@@ -54,11 +55,13 @@ export class ServelabSidebar extends Widget {
         );
       }
       this._interval = refresh_interval_s * 1000;
-      this._drawPicker(clusters);
+      const address = chooseCluster(clusters, { picked: this._address, kernelId: this._kernelId, shown: this._shown });
+      this._drawPicker(clusters, address);
       // With no cluster listed, the server's answer says what to do (its 404 'no-cluster').
-      this._model = await api.cluster(clusters.length ? this._address : null, this._group);
+      this._model = await api.cluster(clusters.length ? address : null, this._group);
+      this._shown = this._model.address;
       this._error = null;
-      this._forgetWhatChanged(this._model.fingerprint);
+      this._forgetWhatChanged(this._model);
     } catch (error) {
       this._model = null;
       this._error = error instanceof ApiError ? error : new ApiError(0, 'error', String(error));
@@ -67,12 +70,22 @@ export class ServelabSidebar extends Widget {
     this._modelChanged.emit(this._model);
   }
 
-  /** A plan, or a finished compaction's report, says nothing true once the cluster changed: drop it. */
-  private _forgetWhatChanged(fingerprint: string): void {
+  /** Show the cluster of the kernel in focus (a notebook's or console's; null: none), where it has one. */
+  followKernel(kernelId: string | null): void {
+    if (kernelId !== this._kernelId) {
+      this._kernelId = kernelId;
+      void this.refresh();
+    }
+  }
+
+  /** A plan, or a finished compaction's report, says nothing true once its cluster changed: drop it.
+   * A plan of another cluster than the one shown is kept (and not drawn) until that one is shown again. */
+  private _forgetWhatChanged(model: ClusterModel): void {
+    const fingerprint = model.fingerprint;
     if (this._isRunning) {
       return;
     }
-    if (this._plan && this._plan.fingerprint !== fingerprint) {
+    if (this._plan && this._plan.address === model.address && this._plan.fingerprint !== fingerprint) {
       this._plan = null;
       this._planNote = 'The cluster changed since that plan: plan again.';
     }
@@ -113,8 +126,8 @@ export class ServelabSidebar extends Widget {
 
   /** Run the shown plan and follow its events until it ends. */
   async compact(): Promise<void> {
-    if (!this._plan) {
-      await this.plan();
+    if (!this._plan || this._plan.address !== this._model?.address) {
+      await this.plan(); // a kept plan of another cluster is not the shown one's
     }
     if (!this._plan || !this._plan.nodes_to_free.length) {
       return;
@@ -158,8 +171,8 @@ export class ServelabSidebar extends Widget {
     }, this._interval);
   }
 
-  private _drawPicker(clusters: ClusterEntry[]): void {
-    const chosen = this._address ?? this._model?.address ?? '';
+  private _drawPicker(clusters: ClusterEntry[], address: string | null): void {
+    const chosen = address ?? this._model?.address ?? '';
     fill(
       this._picker,
       ...clusters.map(c =>
@@ -333,7 +346,7 @@ export class ServelabSidebar extends Widget {
       this._objective,
       this._draining,
       button('Plan compaction', 'servelab-plan', () => void this.plan(), this._isRunning),
-      this._plan && this._plan.nodes_to_free.length
+      this._plan && this._plan.address === this._model?.address && this._plan.nodes_to_free.length
         ? button(`Compact: free ${this._plan.nodes_to_free.length} node(s)`, 'servelab-compact jp-mod-accept', () => void this.compact(), this._isRunning)
         : null
     );
@@ -344,7 +357,7 @@ export class ServelabSidebar extends Widget {
     if (this._planNote) {
       parts.push(h('div', { class: 'servelab-Message servelab-PlanNote' }, this._planNote));
     }
-    if (this._plan) {
+    if (this._plan && this._plan.address === this._model?.address) {
       parts.push(drawPlan(this._plan));
     }
     if (this._running) {
@@ -383,7 +396,9 @@ export class ServelabSidebar extends Widget {
   private _status = h('div', { class: 'servelab-Status' });
   private _body = h('div', { class: 'servelab-Body' });
   private _compaction = h('div', { class: 'servelab-Compaction' });
-  private _address: string | null = null;
+  private _address: string | null = null; // picked by the user
+  private _kernelId: string | null = null; // of the notebook or console in focus
+  private _shown: string | null = null; // the cluster shown last, kept while it answers
   private _model: ClusterModel | null = null;
   private _error: ApiError | null = null;
   private _plan: PlanModel | null = null;

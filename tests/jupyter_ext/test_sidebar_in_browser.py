@@ -19,7 +19,8 @@ import torch
 from safetensors.torch import save_file
 
 from servelab import serving
-from servelab.testing import NginxServer
+from servelab.serving import context
+from servelab.testing import ClusterProcess, NginxServer
 from servelab.testing.apps import WeightsDigest
 from servelab.testing.lab import CHROMIUM_ARGS, LabServer, chromium_path, wait_for
 
@@ -77,6 +78,18 @@ def test_sidebar_shows_the_cluster_and_compacts_it(
     assert "Free 1 node(s): 2 → 1 in use" in summary.inner_text()
     assert page.locator(f"{SIDEBAR} .servelab-Moves li").count() == 2
     page.locator(SIDEBAR).screenshot(path=str(shots / "sidebar_plan.png"))
+
+    ours = context.current().address
+    picker = page.locator(f"{SIDEBAR} .servelab-Picker")
+    with ClusterProcess(nodes=1) as other:  # another user's kernel starts a cluster on this machine mid-session
+        wait_for(lambda: other.address in picker.inner_text(), 90, "the other cluster in the picker")
+        time.sleep(3 * 2.0)  # three more refreshes with both clusters listed
+        assert picker.input_value() == ours  # the sidebar stays on the cluster it showed
+        assert (figure(page, "nodes-in-use"), figure(page, "lower-bound")) == ("2", "1")
+        assert "Free 1 node(s): 2 → 1 in use" in summary.inner_text()  # the plan is kept, not dropped
+        assert not page.locator(f"{SIDEBAR} .servelab-PlanNote").count()
+        assert status.inner_text() == "Serve 2/1 nodes"
+        page.locator(SIDEBAR).screenshot(path=str(shots / "sidebar_second_cluster.png"))
 
     page.locator(f"{SIDEBAR} .servelab-MaxDraining").select_option("2")  # sent as the budget; a bad one would be refused
     page.locator(f"{SIDEBAR} .servelab-compact").click()
