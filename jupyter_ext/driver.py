@@ -85,10 +85,10 @@ def op_plan(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any]],
 
 def op_compact(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> ReportModel:
     from servelab import serving
-    from servelab.jupyter_ext.model import event_model, plan_of, report_model
+    from servelab.jupyter_ext.model import event_model, plan_of, report_model, run_budget
 
     plan = plan_of(args["plan"])  # with the budget it was planned with
-    budget = serving.Budget(**args["budget"]) if "budget" in args else None  # the sidebar's choice when it runs
+    budget = run_budget(plan, args.get("budget"))  # what the sidebar chose when it ran, over the plan's own
     report = serving.compact(plan, budget=budget, on_event=lambda event: emit(dict(event_model(event))))
     return report_model(report)
 

@@ -9,6 +9,8 @@ field (never a dataclass's ``asdict``), so renaming a field of the core changes 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from servelab.jupyter_ext import schema
 from servelab.serving.autocompact import AutoStatus
 from servelab.serving.budget import Budget
@@ -242,6 +244,12 @@ def plan_of(model: schema.PlanModel) -> Plan:
 
 def move_model(move: Move) -> schema.Move:
     return {"replica": move.replica, "deployment": move.deployment, "app": move.app, "source": move.source, "target": move.target}
+
+
+def run_budget(plan: Plan, sent: schema.Budget | None) -> Budget:
+    """The budget a compaction from the sidebar runs within: the plan's own, with what the request
+    sends in its place (the sidebar sends ``max_draining`` alone; the rest stays the plan's)."""
+    return replace(plan.budget, **(sent or {}))
 
 
 def budget_model(budget: Budget) -> schema.Budget:

@@ -9,7 +9,7 @@ import pytest
 
 from servelab.jupyter_ext.handlers import compaction_budget, planning_options
 from servelab.jupyter_ext.manager import ApiError
-from servelab.jupyter_ext.model import cluster_model, plan_model, plan_of
+from servelab.jupyter_ext.model import cluster_model, plan_model, plan_of, run_budget
 from servelab.serving import Budget, CacheEntry, Snapshot, fragmentation, plan
 from servelab.testing.clusters import fragmented_cluster
 from servelab.widgets.model import node_label
@@ -41,6 +41,13 @@ def test_a_plan_survives_its_trip_through_json() -> None:
     assert set(model["labels"]) == named and made.moves  # a label for each node it names, only those
     assert model["aim"] == plan_aim(made)
     assert plan_of(model) == made  # its budget too
+
+
+def test_the_sidebars_compaction_runs_the_plans_own_budget_with_what_it_chose_in_place() -> None:
+    made = plan(fragmented_cluster(10, seed=0), budget=Budget(max_draining=3, max_migrating=1, min_saving_per_move=0.5))
+    # The sidebar sends its draining choice alone: the plan's other limits stay (Budget(**{}) lost them).
+    assert run_budget(made, {"max_draining": 2}) == Budget(max_draining=2, max_migrating=1, min_saving_per_move=0.5)
+    assert run_budget(made, {}) == run_budget(made, None) == made.budget
 
 
 @pytest.mark.parametrize(
