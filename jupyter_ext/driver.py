@@ -78,9 +78,12 @@ def op_model(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any]]
 def op_plan(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> PlanModel:
     from servelab import serving
     from servelab.jupyter_ext.model import plan_model
+    from servelab.serving.executor import NOBODY, unowned_nodes_warning
 
     snap = serving.snapshot()
-    return plan_model(serving.plan(snap, **args), snap, address)
+    made = serving.plan(snap, **args)
+    warning = unowned_nodes_warning(made.nodes_to_free) if made.nodes_to_free and serving.freed_by() == NOBODY else ""
+    return plan_model(made, snap, address, warning)
 
 
 def op_compact(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> ReportModel:
@@ -89,7 +92,10 @@ def op_compact(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any
 
     plan = plan_of(args["plan"])  # with the budget it was planned with
     budget = run_budget(plan, args.get("budget"))  # what the sidebar chose when it ran, over the plan's own
-    report = serving.compact(plan, budget=budget, on_event=lambda event: emit(dict(event_model(event))))
+    release = bool(args.get("release_unowned_nodes"))  # the user confirmed the sidebar's warning
+    report = serving.compact(
+        plan, budget=budget, release_unowned_nodes=release, on_event=lambda event: emit(dict(event_model(event)))
+    )
     return report_model(report)
 
 

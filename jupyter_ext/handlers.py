@@ -150,8 +150,15 @@ class CompactionsHandler(BaseHandler):
             if plan is not None and not isinstance(plan, str):
                 raise ApiError(400, "bad-plan", "plan must be the fingerprint of a plan from POST /servelab/api/plans.")
             budget = compaction_budget(body.pop("budget", None))
+            release = body.pop("release_unowned_nodes", False)
+            if not isinstance(release, bool):
+                raise ApiError(
+                    400,
+                    "bad-release",
+                    "release_unowned_nodes must be true or false: true confirms that freed nodes no autoscaler owns may go.",
+                )
             compaction = await self.manager.start_compaction(
-                self.address(body.get("address")), plan, planning_options(body), budget
+                self.address(body.get("address")), plan, planning_options(body), budget, release
             )
             return compaction.to_dict()
 

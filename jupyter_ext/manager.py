@@ -79,6 +79,7 @@ class Compaction:
     address: str
     plan: PlanModel
     budget: Budget = field(default_factory=Budget)  # what is left out keeps Budget's default
+    release_unowned_nodes: bool = False  # the user confirmed that nodes no autoscaler owns may be freed
     state: str = "running"  # running | done | stopped | failed
     events: list[CompactionEvent] = field(default_factory=list)
     report: ReportModel | None = None
@@ -186,9 +187,15 @@ class ClusterManager:
         return plan
 
     async def start_compaction(
-        self, address: str | None, fingerprint: str | None, options: dict[str, Any], budget: Budget
+        self,
+        address: str | None,
+        fingerprint: str | None,
+        options: dict[str, Any],
+        budget: Budget,
+        release_unowned_nodes: bool = False,
     ) -> Compaction:
-        """Start running a kept plan (by fingerprint) or a fresh one within ``budget``; returns at once."""
+        """Start running a kept plan (by fingerprint) or a fresh one within ``budget``; returns at once.
+        ``release_unowned_nodes``: the user confirmed the plan's warning that no autoscaler owns its nodes."""
         if fingerprint is not None:
             plan = self._plans.get(fingerprint)
             if plan is None:
@@ -199,7 +206,7 @@ class ClusterManager:
         running = [c for c in self.compactions.values() if c.address == address and c.state == "running"]
         if running:
             raise ApiError(409, "busy", f"compaction {running[0].id} is already running on {address}; wait for it to end.")
-        compaction = Compaction(uuid.uuid4().hex[:12], address, plan, budget)
+        compaction = Compaction(uuid.uuid4().hex[:12], address, plan, budget, release_unowned_nodes)
         self.compactions[compaction.id] = compaction
         task = asyncio.create_task(self._run(compaction))
         self._tasks.add(task)
@@ -228,7 +235,7 @@ class ClusterManager:
     # --- internals ------------------------------------------------------------------------------
 
     async def _run(self, compaction: Compaction) -> None:
-        args = {"plan": compaction.plan, "budget": compaction.budget}
+        args = {"plan": compaction.plan, "budget": compaction.budget, "release_unowned_nodes": compaction.release_unowned_nodes}
         try:
             report = await self._call(
                 compaction.address, "compact", args, self.settings.compaction_timeout_s, compaction.add_event

@@ -189,9 +189,10 @@ def auto_model(auto: AutoStatus) -> schema.AutoModel:
     }
 
 
-def plan_model(plan: Plan, snapshot: Snapshot, address: str) -> schema.PlanModel:
+def plan_model(plan: Plan, snapshot: Snapshot, address: str, unowned_warning: str = "") -> schema.PlanModel:
     """A plan as JSON (every field, so ``plan_of`` gives it back to be run), with what it aimed for in
-    words and the label of every node it names (ids are long; the sidebar shows labels)."""
+    words, the label of every node it names (ids are long; the sidebar shows labels) and, where no
+    autoscaler takes its freed nodes away, the warning the user confirms before it runs."""
     named = {*plan.nodes_to_free, *plan.blocked, *(m.source for m in plan.moves), *(m.target for m in plan.moves)}
     return {
         "fingerprint": plan.fingerprint,
@@ -215,6 +216,7 @@ def plan_model(plan: Plan, snapshot: Snapshot, address: str) -> schema.PlanModel
         "address": address,
         "aim": plan_aim(plan),
         "labels": {n.id: node_label(n) for n in snapshot.nodes if n.id in named},
+        "unowned_warning": unowned_warning,
     }
 
 

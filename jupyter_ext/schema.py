@@ -255,6 +255,7 @@ class PlanModel(TypedDict):
     address: str
     aim: str
     labels: dict[str, str]
+    unowned_warning: Annotated[str, "where no autoscaler takes the freed nodes away, what the user confirms first; else empty"]
 
 
 class CompactionEvent(TypedDict):

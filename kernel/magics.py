@@ -25,6 +25,7 @@ from servelab.errors import MAGIC, ServelabError
 from servelab.kernel.cell import class_from_cell
 from servelab.kernel.progress import Line
 from servelab.kernel.results import Deployed, Streamed, weights_line
+from servelab.serving.executor import NOBODY, unowned_nodes_warning
 
 log = logging.getLogger("servelab.kernel")
 
@@ -329,6 +330,11 @@ class ServelabMagics(Magics):
     @argument("--min-saving", type=float, default=0.01, metavar="USD", help="$/h to save per replica moved, or nothing runs")
     @argument("--auto", choices=["on", "off", "status"], help="automatic compaction on the cluster, outliving this kernel")
     @argument("--delay", type=float, default=300.0, metavar="S", help="with --auto on: seconds of stability before it acts")
+    @argument(
+        "--release-unowned",
+        action="store_true",
+        help="on a cluster no autoscaler serves: go ahead although the freed nodes' machines keep running",
+    )
     def compact(self, line: str) -> Any:
         """Migrate replicas onto fewer nodes with zero downtime and free the idle nodes.
 
@@ -336,16 +342,19 @@ class ServelabMagics(Magics):
         %compact [--objective nodes|cost] [--max-moves K] [--max-draining N] [--min-saving USD]
                                 run it, events as they happen, then the report
         %compact --auto on [--delay S] [--max-draining N] [--min-saving USD]   |   --auto off   |   --auto status
+        %compact --release-unowned   on a cluster no autoscaler serves: free nodes whose machines keep running
         """
         from servelab import serving
 
         args = parse_argstring(self.compact, line)
         budget = serving.Budget(args.max_draining, args.max_migrating, args.min_saving)
         if args.auto is not None:
-            return _auto(args.auto, args.delay, args.objective, budget)
+            return _auto(args.auto, args.delay, args.objective, budget, args.release_unowned)
         snap = serving.snapshot()
         keep = [_node_id(snap, prefix) for prefix in args.keep]
         plan = serving.plan(snap, objective=args.objective, max_moves=args.max_moves, keep=keep, budget=budget)
+        if plan.nodes_to_free and not args.release_unowned and serving.freed_by() == NOBODY:
+            print(f"note: {unowned_nodes_warning(plan.nodes_to_free)} %compact --release-unowned goes ahead.")
         if args.dry_run:
             return plan  # shown as its CompactionPanel (kernel/display.py); serving.compact(plan) runs it
         urls = [] if args.no_probe or not self.probe_requests else deployment_urls()
@@ -353,7 +362,7 @@ class ServelabMagics(Magics):
         if plan.nodes_to_free:
             calling = f"; calling {len(urls)} deployment(s) throughout" if urls else ""
             print(f"freeing {len(plan.nodes_to_free)} node(s), moving {len(plan.moves)} replica(s){calling}")
-        return serving.compact(plan, probe=probe, on_event=_print_event)
+        return serving.compact(plan, probe=probe, on_event=_print_event, release_unowned_nodes=args.release_unowned)
 
     @line_magic
     @friendly
@@ -400,13 +409,15 @@ class ServelabMagics(Magics):
         return value
 
 
-def _auto(switch: str, delay_s: float, objective: str, budget: Any) -> None:
+def _auto(switch: str, delay_s: float, objective: str, budget: Any, release_unowned: bool) -> None:
     from servelab import serving
 
     if switch == "status":
         status = serving.autocompact_status()
     else:
-        status = serving.autocompact(switch == "on", delay_s=delay_s, objective=objective, budget=budget)
+        status = serving.autocompact(
+            switch == "on", delay_s=delay_s, objective=objective, budget=budget, release_unowned_nodes=release_unowned
+        )
     if status is None or switch == "off":
         done = f": it ran {status.compactions} compaction(s) and freed {status.nodes_freed} node(s)" if status else ""
         print(f"automatic compaction is off{done}")

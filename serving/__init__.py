@@ -31,7 +31,7 @@ from servelab.serving.deployments import (
     weight_loads,
 )
 from servelab.serving.discovery import ClusterRecord, find_clusters
-from servelab.serving.executor import CompactionEvent, CompactionReport, compact
+from servelab.serving.executor import CompactionEvent, CompactionReport, compact, freed_by
 from servelab.serving.fragmentation import Fragmentation, fragmentation
 from servelab.serving.llm import deploy_llm
 from servelab.serving.planner import Move, Plan, PlanError, plan, projected
@@ -80,6 +80,7 @@ __all__ = [
     "find",
     "find_clusters",
     "fragmentation",
+    "freed_by",
     "gpu_mode",
     "handle",
     "plan",

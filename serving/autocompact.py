@@ -17,10 +17,10 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from servelab.errors import CompactionError
+from servelab.errors import MAGIC, CompactionError
 from servelab.serving import context, ray_adapter
 from servelab.serving.budget import Budget, not_worth_it
-from servelab.serving.executor import CompactionEvent, compact
+from servelab.serving.executor import AUTOSCALER, NOBODY, CompactionEvent, compact, freed_by, unowned_nodes_warning
 from servelab.serving.planner import plan
 from servelab.serving.reader import quick_snapshot, snapshot
 from servelab.serving.snapshot import Snapshot
@@ -37,6 +37,7 @@ class AutoPolicy:
     interval_s: float = 5.0  # how often the cluster is looked at
     objective: str = "nodes"
     budget: Budget = field(default_factory=Budget)
+    release_unowned_nodes: bool = False  # the freed nodes of a cluster no autoscaler serves may go (confirmed when turned on)
 
     def __post_init__(self) -> None:
         if self.delay_s < 0 or self.interval_s <= 0:
@@ -120,7 +121,7 @@ class AutoCompactor:
                     self._last_reason = not_worth_it(proposal, self._policy.budget) or "nothing to free"
                     continue
                 self._state = "compacting"
-                report = compact(proposal, on_event=self._record)
+                report = compact(proposal, on_event=self._record, release_unowned_nodes=self._policy.release_unowned_nodes)
                 self._compactions += 1
                 self._freed += len(report.nodes_freed)
                 self._moved += report.replicas_moved
@@ -175,18 +176,30 @@ def autocompact(
     interval_s: float = 5.0,
     objective: str = "nodes",
     budget: Budget | None = None,
+    release_unowned_nodes: bool = False,
 ) -> AutoStatus | None:
     """Turn automatic compaction on (or, with ``on=False``, off) for the cluster this process works on.
 
     The policy runs in a detached actor on the cluster's head node, so it keeps running after this
     notebook closes; calling again replaces the policy. Returns its status: the new policy's, or with
-    ``on=False`` the last one of the policy it stopped (None when none ran).
+    ``on=False`` the last one of the policy it stopped (None when none ran). Where no autoscaler serves
+    the cluster and this process did not start it, turning it on asks the question ``compact()`` asks:
+    ``release_unowned_nodes=True`` confirms that freed nodes' Ray processes may exit.
 
     >>> autocompact(delay_s=120, budget=Budget(max_draining=2))
     >>> autocompact(False)
     """
     context.current()
-    policy = AutoPolicy(delay_s, interval_s, objective, budget or Budget())  # refused before anything changes
+    frees = freed_by() if on else AUTOSCALER
+    if frees == NOBODY and not release_unowned_nodes:
+        said = "automatic compaction: " + unowned_nodes_warning()
+        raise CompactionError(
+            said + " To turn it on anyway, call autocompact(..., release_unowned_nodes=True).",
+            said_in={MAGIC: said + " To turn it on anyway, run %compact --auto on --release-unowned."},
+        )
+    # Where servelab removes nodes (its own fixed cluster) the actor, which has no session, may free them too.
+    release = frees != AUTOSCALER
+    policy = AutoPolicy(delay_s, interval_s, objective, budget or Budget(), release)  # refused before anything changes
     previous = ray_adapter.named_actor(ACTOR_NAME)
     last = None
     if previous is not None:

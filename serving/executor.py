@@ -14,7 +14,7 @@ terminate, and stops safely, with a report, when a node dies midway.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -88,6 +88,7 @@ def compact(
     on_event: Callable[[CompactionEvent], None] | None = None,
     warmup_s: float = 2.0,
     node_timeout_s: float = 180.0,
+    release_unowned_nodes: bool = False,
     **plan_options: Any,
 ) -> CompactionReport:
     """Run ``plan`` (or a fresh ``plan(snapshot(), budget=budget, **plan_options)``) with zero downtime,
@@ -98,6 +99,10 @@ def compact(
     as the last one's replicas run elsewhere; after each wave the rest of the plan is checked against
     the live cluster and planned again where it no longer holds. ``dry_run`` returns the plan as a
     report and changes nothing. ``probe`` measures request latency before and during.
+
+    Where no autoscaler serves the cluster and this process did not start it (``freed_by()`` is
+    ``"nobody"``), the freed nodes' Ray processes exit while their machines keep running: it refuses
+    (CompactionError, saying so) unless ``release_unowned_nodes=True`` confirms that this is wanted.
 
     >>> compact(dry_run=True).plan.nodes_to_free
     >>> report = compact(plan(snapshot(), budget=Budget(max_draining=2)))   # or compact(budget=...)
@@ -123,9 +128,12 @@ def compact(
     if busy:
         raise CompactionError(busy)
     plan = as_serve_places(snap, plan, budget.max_draining)  # the order and targets Serve will keep to
-    run = _Run(plan, budget, started, on_event, who_frees(context.get(), snap.autoscaler is not None), node_timeout_s)
-    run.emit("planned", None, f"{run.total} node(s) to free, {len(plan.moves)} replica move(s)")
+    frees = who_frees(context.get(), snap.autoscaler is not None)
     skip = not_worth_it(plan, budget)
+    if frees == NOBODY and plan.nodes_to_free and not (dry_run or skip or release_unowned_nodes):
+        raise unowned_nodes_error(plan.nodes_to_free)
+    run = _Run(plan, budget, started, on_event, frees, node_timeout_s)
+    run.emit("planned", None, f"{run.total} node(s) to free, {len(plan.moves)} replica move(s)")
     if dry_run or run.total == 0 or skip:
         run.emit("done", None, "dry run: nothing changed" if dry_run else skip or "nothing to free")
         return run.report(skip, {}, dry_run=dry_run)
@@ -310,6 +318,35 @@ def who_frees(session: Session | None, autoscaled: bool) -> str:
     if session is not None and session.removes_nodes:
         return SERVELAB
     return AUTOSCALER if autoscaled else NOBODY
+
+
+def freed_by() -> str:
+    """Who takes the nodes a compaction frees away on this process's cluster: ``"servelab"``,
+    ``"autoscaler"`` or ``"nobody"`` (see ``who_frees``); what ``compact()`` asks to confirm.
+
+    >>> freed_by()
+    'nobody'
+    """
+    return who_frees(context.current(), reader.autoscaler_state() is not None)
+
+
+def unowned_nodes_warning(nodes: Iterable[str] = ()) -> str:
+    """What freeing ``nodes`` (or, none named, whatever a compaction frees) does on a cluster that no
+    autoscaler serves: said before it runs."""
+    named = [short_id(n) for n in nodes]
+    which = f"{len(named)} node(s) ({', '.join(named)})" if named else "the nodes it frees"
+    return (
+        f"no autoscaler serves this cluster: compacting drains {which}, whose Ray processes then exit "
+        "while their machines keep running until their owner stops or reuses them."
+    )
+
+
+def unowned_nodes_error(nodes: Iterable[str]) -> CompactionError:
+    said = unowned_nodes_warning(nodes) + " Nothing was changed. To go ahead, "
+    return CompactionError(
+        said + "call compact(plan, release_unowned_nodes=True).",
+        said_in={MAGIC: said + "run %compact --release-unowned.", SIDEBAR: said + "press Compact and confirm."},
+    )
 
 
 def released_line(node_id: str, frees: str) -> str:

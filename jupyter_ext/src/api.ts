@@ -60,7 +60,8 @@ export const api = {
   clusters: () => request<ClusterListing>('clusters'),
   cluster: (address: string | null, group: string | null = null) => request<ClusterModel>('cluster', {}, { address, group }),
   plan: (address: string | null, objective: string) => post<PlanModel>('plans', { address, objective }),
-  compact: (plan: string, budget: Budget = {}) => post<CompactionModel>('compactions', { plan, budget }),
+  compact: (plan: string, budget: Budget = {}, releaseUnownedNodes = false) =>
+    post<CompactionModel>('compactions', { plan, budget, release_unowned_nodes: releaseUnownedNodes }),
   compaction: (id: string) => request<CompactionModel>(`compactions/${id}`),
   scale: (address: string | null, name: string, app: string, replicas: number) =>
     post<object>(`deployments/${encodeURIComponent(name)}/scale`, { address, app, replicas })

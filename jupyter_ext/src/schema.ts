@@ -221,6 +221,7 @@ export interface PlanModel {
   address: string;
   aim: string;
   labels: Record<string, string>;
+  unowned_warning: string; // where no autoscaler takes the freed nodes away, what the user confirms first; else empty
 }
 
 /** One step of a compaction (servelab.serving.CompactionEvent). */

@@ -5,6 +5,7 @@
  * cache, and compaction: plan, run, follow, report.
  * It draws the server's one JSON model of the cluster and refreshes it on an interval.
  */
+import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { Signal, ISignal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
@@ -132,8 +133,20 @@ export class ServelabSidebar extends Widget {
     if (!this._plan || !this._plan.nodes_to_free.length) {
       return;
     }
+    const release = this._plan.unowned_warning !== '';
+    if (release) {
+      // No autoscaler takes the freed nodes away: the user says yes to that first, as to %compact --release-unowned.
+      const answer = await showDialog({
+        title: 'Free nodes that no autoscaler owns?',
+        body: `${this._plan.unowned_warning[0].toUpperCase()}${this._plan.unowned_warning.slice(1)}`,
+        buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Compact anyway' })]
+      });
+      if (!answer.button.accept) {
+        return;
+      }
+    }
     try {
-      const started = await api.compact(this._plan.fingerprint, { max_draining: Number(this._draining.value) });
+      const started = await api.compact(this._plan.fingerprint, { max_draining: Number(this._draining.value) }, release);
       this._events = [];
       this._running = started;
       this._drawCompaction();
@@ -599,6 +612,9 @@ function drawPlan(plan: PlanModel): HTMLElement {
       { class: 'servelab-PlanSummary' },
       `Free ${plan.nodes_to_free.length} node(s): ${plan.nodes_before} → ${plan.nodes_after} in use (lower bound ${plan.lower_bound}), saving ${money(plan.freed_cost_per_hour)} (${freed}). ${plan.moves.length} replica move(s); ${plan.aim}.`
     ),
+    plan.unowned_warning
+      ? h('div', { class: 'servelab-Message servelab-mod-warn servelab-Unowned' }, `Before you compact: ${plan.unowned_warning}`)
+      : null,
     h(
       'ul',
       { class: 'servelab-Moves' },

@@ -129,7 +129,26 @@ async def test_a_compaction_runs_and_its_events_are_observable_while_it_runs(
         code, refused = await api("GET", "compactions", refused["id"])
     assert refused["state"] == "done" and "not worth it" in refused["report"]["reason"]  # the worth-it rule: nothing moved
     assert refused["report"]["nodes_freed"] == [] and refused["report"]["budget"]["min_saving_per_move"] == 1000
-    code, started = await api("POST", "compactions", body={"plan": plan["fingerprint"], "budget": {"max_draining": 2}})
+    # The server's driver attached to a cluster no autoscaler serves: the plan warns, and a compaction
+    # the user did not confirm is refused before anything drains.
+    warning = plan["unowned_warning"]
+    assert (
+        warning.startswith("no autoscaler serves this cluster: compacting drains 1 node(s) (")
+        and "machines keep running" in warning
+    )
+    code, unconfirmed = await api("POST", "compactions", body={"plan": plan["fingerprint"], "budget": {"max_draining": 2}})
+    assert code == 202
+    while unconfirmed["state"] == "running":
+        await asyncio.sleep(0.2)
+        code, unconfirmed = await api("GET", "compactions", unconfirmed["id"])
+    assert unconfirmed["state"] == "failed" and unconfirmed["events"] == []
+    assert unconfirmed["error"] == warning + " Nothing was changed. To go ahead, press Compact and confirm."
+    assert serving.snapshot().fingerprint() == plan["fingerprint"]  # nothing drained
+    code, bad = await api("POST", "compactions", body={"plan": plan["fingerprint"], "release_unowned_nodes": "yes"})
+    assert code == 400 and bad["status"] == "bad-release"
+    code, started = await api(
+        "POST", "compactions", body={"plan": plan["fingerprint"], "budget": {"max_draining": 2}, "release_unowned_nodes": True}
+    )
     assert code == 202 and started["state"] == "running"
     compaction = started["id"]
 

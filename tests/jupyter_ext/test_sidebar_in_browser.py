@@ -92,7 +92,14 @@ def test_sidebar_shows_the_cluster_and_compacts_it(
         page.locator(SIDEBAR).screenshot(path=str(shots / "sidebar_second_cluster.png"))
 
     page.locator(f"{SIDEBAR} .servelab-MaxDraining").select_option("2")  # sent as the budget; a bad one would be refused
+    unowned = page.locator(f"{SIDEBAR} .servelab-Unowned")  # the server attached: no autoscaler owns these nodes
+    assert unowned.inner_text().startswith("Before you compact: no autoscaler serves this cluster: compacting drains 1 node(s)")
     page.locator(f"{SIDEBAR} .servelab-compact").click()
+    dialog = page.locator(".jp-Dialog")
+    dialog.wait_for(timeout=30_000)
+    assert "Free nodes that no autoscaler owns?" in dialog.inner_text() and "machines keep running" in dialog.inner_text()
+    page.screenshot(path=str(shots / "sidebar_unowned_dialog.png"))
+    dialog.locator("button", has_text="Compact anyway").click()
     page.locator(f"{SIDEBAR} .servelab-Events li[data-kind='draining']").wait_for(timeout=120_000)  # live progress
     report = page.locator(f"{SIDEBAR} .servelab-Report")
     report.wait_for(timeout=300_000)

@@ -256,15 +256,28 @@ def test_connect_attaches_to_a_running_cluster_and_down_leaves_it_running(cluste
 
     code = (
         "from servelab import serving\n"
+        "from servelab.errors import CompactionError\n"
         f"serving.connect({cluster!r})\n"
         "snap = serving.snapshot()\n"
+        "print(serving.freed_by())\n"  # attached, no autoscaler: nobody takes a freed node away
+        "try:\n"
+        "    serving.autocompact(delay_s=3600)\n"
+        "except CompactionError as exc:\n"
+        "    print('refused:', exc)\n"
         "print(sum(1 for n in snap.nodes if not n.head), sorted({r.app for r in snap.replicas}))\n"
         "serving.down()\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
+    *_, frees, refused, counted = out.stdout.strip().splitlines()
+    assert frees == "nobody"
+    assert refused.startswith(
+        "refused: automatic compaction: no autoscaler serves this cluster: compacting drains the nodes it frees"
+    )
+    assert refused.endswith("call autocompact(..., release_unowned_nodes=True).")
+    assert serving.autocompact_status() is None  # nothing was turned on
     workers = sum(1 for n in serving.snapshot().nodes if not n.head)
-    assert out.stdout.strip().splitlines()[-1].startswith(f"{workers} ")
+    assert counted.startswith(f"{workers} ")
     assert serving.snapshot().nodes  # the embedded cluster is still up after the other process's down()
 
 

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import pytest
 
+from servelab.errors import MAGIC, SIDEBAR
 from servelab.serving.autoscaler import NodeLimits, termination_line
 from servelab.serving.context import NodeType, Session
-from servelab.serving.executor import AUTOSCALER, NOBODY, SERVELAB, released_line, who_frees
+from servelab.serving.executor import (
+    AUTOSCALER,
+    NOBODY,
+    SERVELAB,
+    released_line,
+    unowned_nodes_error,
+    unowned_nodes_warning,
+    who_frees,
+)
 
 ONE_TYPE = {"gpu2": NodeType(cpus=1, gpus=2)}
 
@@ -42,3 +51,15 @@ def test_a_termination_is_told_on_the_compactions_own_clock() -> None:
     assert termination_line("3f2a1c9e" + "0" * 48, 13.8 - 2.0, 2.0) == (
         "3f2a1c9e terminated by the autoscaler 11.8 s after its drain at 2.0 s"
     )
+
+
+def test_freeing_nodes_no_autoscaler_owns_is_said_before_and_refused_in_each_faces_words() -> None:
+    nodes = ["3f2a1c9e" + "0" * 48, "77aa01bc" + "0" * 48]
+    assert unowned_nodes_warning(nodes) == (
+        "no autoscaler serves this cluster: compacting drains 2 node(s) (3f2a1c9e, 77aa01bc), whose Ray processes then "
+        "exit while their machines keep running until their owner stops or reuses them."
+    )
+    error = unowned_nodes_error(nodes)
+    assert str(error).endswith("Nothing was changed. To go ahead, call compact(plan, release_unowned_nodes=True).")
+    assert error.in_words_of(MAGIC).endswith("To go ahead, run %compact --release-unowned.")
+    assert error.in_words_of(SIDEBAR).endswith("To go ahead, press Compact and confirm.")
