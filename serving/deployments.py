@@ -12,13 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from servelab.errors import DeploymentError, DeploymentNotFoundError, LoaderError
+from servelab.errors import MAGIC, DeploymentError, DeploymentNotFoundError, LoaderError
 from servelab.serving import context, ray_adapter, weight_cache
 from servelab.serving.multiplex import MODELS, check_template, multiplexed_class
 from servelab.serving.placement import fits, labels_match, place_new
 from servelab.serving.reader import snapshot
 from servelab.serving.replica_weights import REMOTE, TIMELINE, ReplicaTimeline, timelines, with_weights
-from servelab.serving.snapshot import DeploymentInfo, format_resources, short_id
+from servelab.serving.snapshot import DeploymentInfo, Snapshot, format_resources, short_id
 from servelab.serving.validation import check_amount, check_count, check_name, check_scaling
 
 FAILED = ("DEPLOY_FAILED", "UNHEALTHY")
@@ -96,11 +96,12 @@ def deploy(
     context.current()
     options = _validated(name, target, replicas, gpus, cpus, memory, weights, autoscaling, max_replicas_per_node)
     shape = {"CPU": float(cpus), "GPU": float(gpus), **({"memory": float(memory)} if memory else {})}
-    check_some_node_fits(name, shape)
+    snap = snapshot()  # one read for both checks: a full snapshot asks every raylet
+    check_some_node_fits(name, shape, snap)
     app = app or name
     existed = any(d.app == app for d in ray_adapter.serve_state().deployments)
     if not existed and autoscaling is None:
-        check_room_now(name, app, shape, replicas, max_per_node=max_replicas_per_node)
+        check_room_now(snap, name, app, shape, replicas, max_per_node=max_replicas_per_node)
     if multiplex is not None:
         if weights is not None or not isinstance(target, type):
             raise DeploymentError(
@@ -136,11 +137,12 @@ def scale(name: str, replicas: int, app: str | None = None) -> None:
     if info.autoscaling:
         raise DeploymentError(f"{name!r} autoscales; change its autoscaling bounds instead of scaling it by hand.")
     if replicas > info.target_replicas:
-        mine = [r for r in snapshot().replicas if r.key == (info.app, info.name)]
+        snap = snapshot()
+        mine = [r for r in snap.replicas if r.key == (info.app, info.name)]
         placed = sum(1 for r in mine if r.node_id is not None)
         rules = mine[0] if mine else None
         check_room_now(
-            info.name, info.app, info.resources, replicas - placed,
+            snap, info.name, info.app, info.resources, replicas - placed,
             rules.label_selector if rules else None, rules.max_replicas_per_node if rules else None,
         )  # fmt: skip
     ray_adapter.set_target_replicas(info.app, info.name, replicas)
@@ -316,10 +318,10 @@ def _forget_reports(prefix: str) -> None:
         ray_adapter.forget(kind, prefix)
 
 
-def check_some_node_fits(name: str, shape: dict[str, float]) -> None:
+def check_some_node_fits(name: str, shape: dict[str, float], snap: Snapshot | None = None) -> None:
     """Refuse, before anything is deployed, a replica shape that no node could ever hold (on an
     autoscaling cluster: no running node, and no node type the autoscaler may launch)."""
-    nodes = [n.total for n in snapshot().nodes if not n.draining]
+    nodes = [n.total for n in (snap or snapshot()).nodes if not n.draining]
     session = context.current()
     if session.autoscaling is not None:
         nodes += [spec.resources for name, spec in session.node_types.items() if session.autoscaling[name].max]
@@ -332,6 +334,7 @@ def check_some_node_fits(name: str, shape: dict[str, float]) -> None:
 
 
 def check_room_now(
+    snap: Snapshot,
     name: str,
     app: str,
     shape: dict[str, float],
@@ -345,14 +348,13 @@ def check_room_now(
     session = context.current()
     if count <= 0 or not session.owner:
         return
-    snap = snapshot()
     if any(r.state == "STOPPING" for r in snap.replicas):
         return  # room is being made
     missing = place_new(snap, shape, count, (app, name), label_selector, max_per_node)
     if missing is None:
         return
     if session.autoscaling is None:
-        cause, bigger = "this fixed cluster gets no new nodes", "%servelab up --nodes N"
+        cause, bigger = "this fixed cluster gets no new nodes", "up(nodes=N)"
     else:
         alive = [n.type for n in snap.nodes if n.alive and not n.head]
         launchable = [
@@ -367,10 +369,14 @@ def check_room_now(
         cause, bigger = "the autoscaler is at its maximum for every node type that holds one", "a higher max"
     free = format_resources(missing.largest_free) if missing.largest_free else "nothing"
     where = f" (node {short_id(missing.node_id)})" if missing.node_id else ""
-    raise DeploymentError(
+    said = (
         f"{name!r}: {missing.unplaced} of {missing.asked} new replica(s) of {format_resources(shape)} cannot be placed now, "
         f"and {cause}: the largest free room on a node is {free}{where}. Make room (scale another deployment down or "
-        f"delete one), ask for less, or start a bigger cluster ({bigger}). Nothing was changed."
+        "delete one), ask for less, or start a bigger cluster"
+    )
+    in_magic = "%servelab up --nodes N" if session.autoscaling is None else "%servelab up --autoscale --nodes MAX"
+    raise DeploymentError(
+        f"{said} ({bigger}). Nothing was changed.", said_in={MAGIC: f"{said} ({in_magic}). Nothing was changed."}
     )
 
 

@@ -105,6 +105,9 @@ def test_up_deploy_query_and_status(
     [
         ("scale", "tagged -1", "replicas=-1 must be a non-negative integer"),
         ("scale", "ghost 2", "no deployment named 'ghost' on this cluster (deployments: echo, tagged)"),
+        # 8 halves of 3 x 2 GPUs run: room for 4 more, and this fixed cluster gets no node (in the magics' words).
+        ("scale", "tagged 40", "'tagged': 32 of 36 new replica(s) of GPU 0.5 cannot be placed now, and this fixed cluster"),
+        ("scale", "tagged 40", "start a bigger cluster (%servelab up --nodes N). Nothing was changed."),
         ("undeploy", "ghost", "no deployment named 'ghost'"),
         ("compact", "--objective speed", "argument --objective: invalid choice: 'speed'"),
         ("compact", "--bogus", "unrecognized arguments: --bogus"),
