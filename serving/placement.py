@@ -158,7 +158,8 @@ class Room:
 @dataclass(frozen=True)
 class NoRoom:
     """New replicas that no open node has room for now: how many of those asked, and the largest
-    free room any open node has (Serve's order: GPU, then CPU, then memory) with that node's id."""
+    free room any open node has (Serve's order: GPU, then CPU, then memory), in the resources the
+    replica asks for, with that node's id."""
 
     unplaced: int
     asked: int
@@ -178,11 +179,13 @@ def place_new(
     scheduler would, on the nodes open now; None when every one finds room, else what is missing.
 
     >>> place_new(snap, {"GPU": 1.0}, 2)
-    NoRoom(unplaced=1, asked=2, largest_free={'GPU': 0.5, 'CPU': 1.0}, node_id='node-2')
+    NoRoom(unplaced=1, asked=2, largest_free={'GPU': 0.5}, node_id='node-2')
     """
     room = Room.of(snapshot)
     largest = max(room.nodes, key=lambda n: tuple(room.free[n].get(r, 0.0) for r in SERVE_ORDER), default=None)
-    largest_free = {k: v for k, v in room.free[largest].items() if k in SERVE_ORDER and v > EPSILON} if largest else {}
+    # In the resources the replica asks for: a node's free memory or CPU says nothing of a GPU that does not fit.
+    asked = {k for k, v in shape.items() if v > EPSILON}
+    largest_free = {k: v for k, v in room.free[largest].items() if k in asked and v > EPSILON} if largest else {}
     unplaced = 0
     for i in range(count):
         replica = Replica(

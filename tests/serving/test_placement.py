@@ -139,3 +139,9 @@ def test_new_replicas_keep_to_split_gpus_labels_and_max_per_node() -> None:
     # Replicas already there count toward the deployment's limit.
     running = Snapshot((node("a", 3.0),), (Replica("r", "d", "app", "a", {"GPU": 1.0}, max_replicas_per_node=2),))
     assert place_new(running, {"GPU": 1.0}, 2, key=("app", "d"), max_replicas_per_node=2) == NoRoom(1, 2, {"GPU": 3.0}, "a")
+
+
+def test_the_largest_free_room_is_told_in_the_resources_the_replica_asks_for() -> None:
+    rich = Node("a", "gpu", {"GPU": 2.0, "CPU": 8.0, "memory": 2.0**34}, {"GPU": 0.5, "CPU": 6.0, "memory": 2.0**33})
+    assert place_new(Snapshot((rich,), ()), {"GPU": 1.0, "CPU": 0.0}, 1) == NoRoom(1, 1, {"GPU": 0.5}, "a")
+    assert place_new(Snapshot((rich,), ()), {"GPU": 1.0, "CPU": 1.0}, 1) == NoRoom(1, 1, {"GPU": 0.5, "CPU": 6.0}, "a")
