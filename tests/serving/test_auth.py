@@ -87,7 +87,8 @@ def test_the_cluster_listens_on_loopback_alone(cluster: str) -> None:
     for node in ray.nodes():
         if not node["Alive"]:
             continue  # a worker an earlier test removed stays in Ray's node table
-        ports |= {int(v) for k, v in node.items() if k.endswith("Port") and v}
+        # A port Ray has not assigned yet reads as -1 or 0 (seen once on a fresh clone's run): nothing to probe.
+        ports |= {int(v) for k, v in node.items() if k.endswith("Port") and v and 0 < int(v) <= 65535}
     assert len(ports) > 8  # the GCS and, per node, raylet, object manager, metrics and agent ports
     for port in sorted(ports):
         with socket.socket() as s:
