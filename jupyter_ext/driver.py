@@ -78,12 +78,11 @@ def op_model(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any]]
 def op_plan(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> PlanModel:
     from servelab import serving
     from servelab.jupyter_ext.model import plan_model
-    from servelab.serving.executor import NOBODY, unowned_nodes_warning
+    from servelab.serving.executor import unowned_warning
 
     snap = serving.snapshot()
     made = serving.plan(snap, **args)
-    warning = unowned_nodes_warning(made.nodes_to_free) if made.nodes_to_free and serving.freed_by() == NOBODY else ""
-    return plan_model(made, snap, address, warning)
+    return plan_model(made, snap, address, unowned_warning(made))
 
 
 def op_compact(address: str, args: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> ReportModel:

@@ -25,7 +25,7 @@ from servelab.errors import MAGIC, ServelabError
 from servelab.kernel.cell import class_from_cell
 from servelab.kernel.progress import Line
 from servelab.kernel.results import Deployed, Streamed, weights_line
-from servelab.serving.executor import NOBODY, unowned_nodes_warning
+from servelab.serving.executor import unowned_warning
 
 log = logging.getLogger("servelab.kernel")
 
@@ -353,8 +353,9 @@ class ServelabMagics(Magics):
         snap = serving.snapshot()
         keep = [_node_id(snap, prefix) for prefix in args.keep]
         plan = serving.plan(snap, objective=args.objective, max_moves=args.max_moves, keep=keep, budget=budget)
-        if plan.nodes_to_free and not args.release_unowned and serving.freed_by() == NOBODY:
-            print(f"note: {unowned_nodes_warning(plan.nodes_to_free)} %compact --release-unowned goes ahead.")
+        warning = "" if args.release_unowned else unowned_warning(plan)
+        if warning:
+            print(f"note: {warning} %compact --release-unowned goes ahead.")
         if args.dry_run:
             return plan  # shown as its CompactionPanel (kernel/display.py); serving.compact(plan) runs it
         urls = [] if args.no_probe or not self.probe_requests else deployment_urls()

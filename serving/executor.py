@@ -341,6 +341,15 @@ def unowned_nodes_warning(nodes: Iterable[str] = ()) -> str:
     )
 
 
+def unowned_warning(plan: Plan) -> str:
+    """What the faces say before running ``plan`` where nobody would take its freed nodes away, or ''.
+
+    >>> unowned_warning(plan(snapshot()))
+    'no autoscaler serves this cluster: compacting drains 1 node(s) (3f2a1c9e), whose Ray processes ...'
+    """
+    return unowned_nodes_warning(plan.nodes_to_free) if plan.nodes_to_free and freed_by() == NOBODY else ""
+
+
 def unowned_nodes_error(nodes: Iterable[str]) -> CompactionError:
     said = unowned_nodes_warning(nodes) + " Nothing was changed. To go ahead, "
     return CompactionError(
